@@ -1,0 +1,1 @@
+//! conductor-netd: networks, IPAM, endpoints and the services around them.

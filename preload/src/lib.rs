@@ -1,0 +1,1 @@
+//! libconductor_preload.so (stub; see issue 4).

@@ -1,0 +1,1 @@
+//! Unprivileged integration tests live in tests/.
