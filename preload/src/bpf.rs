@@ -79,10 +79,30 @@ impl Asm {
             };
             match i {
                 Ins::Here(_) => {}
-                Ins::Ld(o) => out.push(sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: *o }),
-                Ins::Ret(k) => out.push(sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: *k }),
-                Ins::Jeq(k, t, f) => out.push(sock_filter { code: BPF_JMP_JEQ_K, jt: rel(t)?, jf: rel(f)?, k: *k }),
-                Ins::Jge(k, t, f) => out.push(sock_filter { code: BPF_JMP_JGE_K, jt: rel(t)?, jf: rel(f)?, k: *k }),
+                Ins::Ld(o) => out.push(sock_filter {
+                    code: BPF_LD_W_ABS,
+                    jt: 0,
+                    jf: 0,
+                    k: *o,
+                }),
+                Ins::Ret(k) => out.push(sock_filter {
+                    code: BPF_RET_K,
+                    jt: 0,
+                    jf: 0,
+                    k: *k,
+                }),
+                Ins::Jeq(k, t, f) => out.push(sock_filter {
+                    code: BPF_JMP_JEQ_K,
+                    jt: rel(t)?,
+                    jf: rel(f)?,
+                    k: *k,
+                }),
+                Ins::Jge(k, t, f) => out.push(sock_filter {
+                    code: BPF_JMP_JGE_K,
+                    jt: rel(t)?,
+                    jf: rel(f)?,
+                    k: *k,
+                }),
             }
         }
         Some(out)
@@ -104,7 +124,12 @@ fn ip_check(a: &mut Asm, ranges: &[Range], trap: Label, allow: Label) -> Option<
             return None;
         }
         let last = r.end - 1;
-        let (sh, sl, eh, el) = ((r.start >> 32) as u32, r.start as u32, (last >> 32) as u32, last as u32);
+        let (sh, sl, eh, el) = (
+            (r.start >> 32) as u32,
+            r.start as u32,
+            (last >> 32) as u32,
+            last as u32,
+        );
         let next = a.label();
         a.push(Ins::Ld(OFF_IP_HI));
         if sh == eh {
@@ -288,8 +313,20 @@ pub fn run(prog: &[sock_filter], d: &Data) -> Option<u32> {
         match i.code {
             BPF_LD_W_ABS => acc = d.word(i.k)?,
             BPF_RET_K => return Some(i.k),
-            BPF_JMP_JEQ_K => pc += if acc == i.k { i.jt as usize } else { i.jf as usize },
-            BPF_JMP_JGE_K => pc += if acc >= i.k { i.jt as usize } else { i.jf as usize },
+            BPF_JMP_JEQ_K => {
+                pc += if acc == i.k {
+                    i.jt as usize
+                } else {
+                    i.jf as usize
+                }
+            }
+            BPF_JMP_JGE_K => {
+                pc += if acc >= i.k {
+                    i.jt as usize
+                } else {
+                    i.jf as usize
+                }
+            }
             _ => return None,
         }
         pc += 1;
@@ -304,12 +341,20 @@ mod tests {
     const A: u32 = SECCOMP_RET_ALLOW;
 
     fn d(nr: u32, ip: u64, args: [u64; 6]) -> Data {
-        Data { nr, arch: AUDIT_ARCH, ip, args }
+        Data {
+            nr,
+            arch: AUDIT_ARCH,
+            ip,
+            args,
+        }
     }
 
     #[test]
     fn base_gates_on_nr_and_ip() {
-        let r = [Range { start: 0x5555_0000_1000, end: 0x5555_0020_0000 }];
+        let r = [Range {
+            start: 0x5555_0000_1000,
+            end: 0x5555_0020_0000,
+        }];
         let p = base_filter(&NRS, &r).unwrap();
         let inside = 0x5555_0000_2000;
         let outside = 0x7fff_0000_2000;
@@ -320,10 +365,22 @@ mod tests {
         assert_eq!(run(&p, &d(NRS.bind, 0x5555_0000_0fff, [0; 6])), Some(A));
         assert_eq!(run(&p, &d(NRS.read, inside, [0; 6])), Some(A));
         assert_eq!(run(&p, &d(NRS.sendmsg, inside, [0; 6])), Some(T));
-        assert_eq!(run(&p, &d(NRS.sendto, inside, [3, 0, 0, 0, 0, 12])), Some(T));
-        assert_eq!(run(&p, &d(NRS.sendto, inside, [3, 0, 0, 0, 0, 16])), Some(A));
-        assert_eq!(run(&p, &d(NRS.setsockopt, inside, [3, 270, 1, 0, 4, 0])), Some(T));
-        assert_eq!(run(&p, &d(NRS.setsockopt, inside, [3, 1, 1, 0, 4, 0])), Some(A));
+        assert_eq!(
+            run(&p, &d(NRS.sendto, inside, [3, 0, 0, 0, 0, 12])),
+            Some(T)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.sendto, inside, [3, 0, 0, 0, 0, 16])),
+            Some(A)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.setsockopt, inside, [3, 270, 1, 0, 4, 0])),
+            Some(T)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.setsockopt, inside, [3, 1, 1, 0, 4, 0])),
+            Some(A)
+        );
         let mut other_arch = d(NRS.bind, inside, [0; 6]);
         other_arch.arch = 0x4000_0003;
         assert_eq!(run(&p, &other_arch), Some(A));
@@ -331,7 +388,10 @@ mod tests {
 
     #[test]
     fn range_across_4g_boundary() {
-        let r = [Range { start: 0x1_ffff_f000, end: 0x2_0000_2000 }];
+        let r = [Range {
+            start: 0x1_ffff_f000,
+            end: 0x2_0000_2000,
+        }];
         let p = base_filter(&NRS, &r).unwrap();
         for (ip, want) in [
             (0x1_ffff_efff, A),
@@ -343,12 +403,28 @@ mod tests {
         ] {
             assert_eq!(run(&p, &d(NRS.connect, ip, [0; 6])), Some(want), "{ip:x}");
         }
-        assert!(base_filter(&NRS, &[Range { start: 0, end: 0x3_0000_0000 }]).is_none());
+        assert!(base_filter(
+            &NRS,
+            &[Range {
+                start: 0,
+                end: 0x3_0000_0000
+            }]
+        )
+        .is_none());
     }
 
     #[test]
     fn several_ranges() {
-        let r = [Range { start: 0x1000, end: 0x2000 }, Range { start: 0x8000, end: 0x9000 }];
+        let r = [
+            Range {
+                start: 0x1000,
+                end: 0x2000,
+            },
+            Range {
+                start: 0x8000,
+                end: 0x9000,
+            },
+        ];
         let p = base_filter(&NRS, &r).unwrap();
         assert_eq!(run(&p, &d(NRS.bind, 0x1800, [0; 6])), Some(T));
         assert_eq!(run(&p, &d(NRS.bind, 0x8800, [0; 6])), Some(T));
@@ -357,14 +433,29 @@ mod tests {
 
     #[test]
     fn fd_filter_matches_fd_only() {
-        let r = [Range { start: 0x1000, end: 0x2000 }];
+        let r = [Range {
+            start: 0x1000,
+            end: 0x2000,
+        }];
         let p = fd_filter(&NRS, &r, 7).unwrap();
-        assert_eq!(run(&p, &d(NRS.recvfrom, 0x1100, [7, 0, 0, 0, 0, 0])), Some(T));
+        assert_eq!(
+            run(&p, &d(NRS.recvfrom, 0x1100, [7, 0, 0, 0, 0, 0])),
+            Some(T)
+        );
         assert_eq!(run(&p, &d(NRS.read, 0x1100, [7, 0, 0, 0, 0, 0])), Some(T));
         assert_eq!(run(&p, &d(NRS.close, 0x1100, [7, 0, 0, 0, 0, 0])), Some(T));
-        assert_eq!(run(&p, &d(NRS.recvfrom, 0x1100, [8, 0, 0, 0, 0, 0])), Some(A));
-        assert_eq!(run(&p, &d(NRS.recvfrom, 0x1100, [7 | 1 << 32, 0, 0, 0, 0, 0])), Some(A));
-        assert_eq!(run(&p, &d(NRS.recvfrom, 0x9100, [7, 0, 0, 0, 0, 0])), Some(A));
+        assert_eq!(
+            run(&p, &d(NRS.recvfrom, 0x1100, [8, 0, 0, 0, 0, 0])),
+            Some(A)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.recvfrom, 0x1100, [7 | 1 << 32, 0, 0, 0, 0, 0])),
+            Some(A)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.recvfrom, 0x9100, [7, 0, 0, 0, 0, 0])),
+            Some(A)
+        );
         assert_eq!(run(&p, &d(NRS.bind, 0x1100, [7, 0, 0, 0, 0, 0])), Some(A));
     }
 }

@@ -22,7 +22,10 @@ const NETLINK_ADD_MEMBERSHIP: i32 = 1;
 const NETLINK_DROP_MEMBERSHIP: i32 = 2;
 
 fn refused(r: isize) -> bool {
-    matches!((-r) as i32, libc::EACCES | libc::EPERM | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    matches!(
+        (-r) as i32,
+        libc::EACCES | libc::EPERM | libc::EOPNOTSUPP | libc::ENOPROTOOPT
+    )
 }
 
 fn is_route_netlink(fd: i32) -> bool {
@@ -98,14 +101,22 @@ fn bind(fd: i32, a: [usize; 6], origin: Origin) -> isize {
     if !refused(r) {
         return r;
     }
-    let Some(addr) = nl_with_groups(a[1], a[2]) else { return r };
+    let Some(addr) = nl_with_groups(a[1], a[2]) else {
+        return r;
+    };
     if !is_route_netlink(fd) {
         return r;
     }
     let stripped = SockaddrNl { groups: 0, ..addr }.to_bytes();
     let r2 = sys::bind_raw(fd, stripped.as_ptr(), stripped.len() as u32);
     if r2 != 0 {
-        crate::plog!("bind(fd {}, groups {:#x}) refused ({}); retry without groups failed ({})", fd, addr.groups, r, r2);
+        crate::plog!(
+            "bind(fd {}, groups {:#x}) refused ({}); retry without groups failed ({})",
+            fd,
+            addr.groups,
+            r,
+            r2
+        );
         return r;
     }
     let ok = subs::degrade(fd, addr.groups as u64, origin == Origin::Trap);
@@ -125,7 +136,9 @@ fn addr_call(nr: i64, fd: i32, a: [usize; 6], ai: usize, li: usize) -> isize {
     if !refused(r) {
         return r;
     }
-    let Some(addr) = nl_with_groups(a[ai], a[li]) else { return r };
+    let Some(addr) = nl_with_groups(a[ai], a[li]) else {
+        return r;
+    };
     if !is_route_netlink(fd) {
         return r;
     }
@@ -134,7 +147,13 @@ fn addr_call(nr: i64, fd: i32, a: [usize; 6], ai: usize, li: usize) -> isize {
     b[ai] = stripped.as_ptr() as usize;
     b[li] = stripped.len();
     let r2 = syscall6(nr, b);
-    crate::plog!("fd {}: destination groups {:#x} refused ({}); sent to the kernel instead: {}", fd, addr.groups, r, r2);
+    crate::plog!(
+        "fd {}: destination groups {:#x} refused ({}); sent to the kernel instead: {}",
+        fd,
+        addr.groups,
+        r,
+        r2
+    );
     if r2 < 0 {
         r
     } else {
@@ -149,7 +168,9 @@ fn sendmsg(fd: i32, a: [usize; 6]) -> isize {
     }
     // SAFETY: the program passed a valid msghdr for sendmsg.
     let mut m: libc::msghdr = unsafe { core::ptr::read_unaligned(a[1] as *const libc::msghdr) };
-    let Some(addr) = nl_with_groups(m.msg_name as usize, m.msg_namelen as usize) else { return r };
+    let Some(addr) = nl_with_groups(m.msg_name as usize, m.msg_namelen as usize) else {
+        return r;
+    };
     if !is_route_netlink(fd) {
         return r;
     }
@@ -159,7 +180,13 @@ fn sendmsg(fd: i32, a: [usize; 6]) -> isize {
     let mut b = a;
     b[1] = &m as *const libc::msghdr as usize;
     let r2 = syscall6(libc::SYS_sendmsg, b);
-    crate::plog!("fd {}: sendmsg to groups {:#x} refused ({}); sent to the kernel instead: {}", fd, addr.groups, r, r2);
+    crate::plog!(
+        "fd {}: sendmsg to groups {:#x} refused ({}); sent to the kernel instead: {}",
+        fd,
+        addr.groups,
+        r,
+        r2
+    );
     if r2 < 0 {
         r
     } else {
@@ -184,7 +211,12 @@ fn setsockopt(fd: i32, a: [usize; 6], origin: Origin) -> isize {
     let mask = 1u64 << (group - 1);
     if opt == NETLINK_DROP_MEMBERSHIP {
         subs::undegrade(fd, mask);
-        crate::plog!("fd {}: drop membership {} refused ({}): reported success", fd, group, r);
+        crate::plog!(
+            "fd {}: drop membership {} refused ({}): reported success",
+            fd,
+            group,
+            r
+        );
         return 0;
     }
     let ok = subs::degrade(fd, mask, origin == Origin::Trap);
@@ -200,15 +232,40 @@ fn setsockopt(fd: i32, a: [usize; 6], origin: Origin) -> isize {
 
 /// Where the program wants the data of a receive call.
 enum Dest {
-    Plain { buf: usize, len: usize, addr: usize, alen: usize },
-    Msg { msg: usize },
+    Plain {
+        buf: usize,
+        len: usize,
+        addr: usize,
+        alen: usize,
+    },
+    Msg {
+        msg: usize,
+    },
 }
 
 fn recv(nr: i64, fd: i32, a: [usize; 6]) -> isize {
-    let Some(sub) = subs::get(fd) else { return syscall6(nr, a) };
+    let Some(sub) = subs::get(fd) else {
+        return syscall6(nr, a);
+    };
     let (dest, flags) = match nr {
-        libc::SYS_read => (Dest::Plain { buf: a[1], len: a[2], addr: 0, alen: 0 }, 0),
-        libc::SYS_recvfrom => (Dest::Plain { buf: a[1], len: a[2], addr: a[4], alen: a[5] }, a[3] as i32),
+        libc::SYS_read => (
+            Dest::Plain {
+                buf: a[1],
+                len: a[2],
+                addr: 0,
+                alen: 0,
+            },
+            0,
+        ),
+        libc::SYS_recvfrom => (
+            Dest::Plain {
+                buf: a[1],
+                len: a[2],
+                addr: a[4],
+                alen: a[5],
+            },
+            a[3] as i32,
+        ),
         _ => (Dest::Msg { msg: a[1] }, a[2] as i32),
     };
     if nr == libc::SYS_recvmsg && a[1] == 0 {
@@ -243,10 +300,19 @@ fn recv(nr: i64, fd: i32, a: [usize; 6]) -> isize {
 
 /// Copy a queued datagram into the program's buffers, as recvfrom/recvmsg would.
 fn deliver(q: &Queued, dest: &Dest, flags: i32) -> isize {
-    let from = SockaddrNl { pid: 0, groups: q.src_groups }.to_bytes();
+    let from = SockaddrNl {
+        pid: 0,
+        groups: q.src_groups,
+    }
+    .to_bytes();
     let full = q.data.len();
     match *dest {
-        Dest::Plain { buf, len, addr, alen } => {
+        Dest::Plain {
+            buf,
+            len,
+            addr,
+            alen,
+        } => {
             let n = full.min(len);
             if n > 0 && buf != 0 {
                 // SAFETY: the program passed `buf` with `len` writable bytes.
@@ -280,7 +346,11 @@ fn deliver(q: &Queued, dest: &Dest, flags: i32) -> isize {
                     let iov = &*m.msg_iov.add(i);
                     let n = (full - off).min(iov.iov_len);
                     if n > 0 && !iov.iov_base.is_null() {
-                        core::ptr::copy_nonoverlapping(q.data.as_ptr().add(off), iov.iov_base as *mut u8, n);
+                        core::ptr::copy_nonoverlapping(
+                            q.data.as_ptr().add(off),
+                            iov.iov_base as *mut u8,
+                            n,
+                        );
                     }
                     off += n;
                 }
@@ -305,7 +375,9 @@ fn deliver(q: &Queued, dest: &Dest, flags: i32) -> isize {
 pub fn synthesized_reply(req: &[u8], portid: u32) -> Option<Vec<u8>> {
     let h = NlHdr::parse(req)?;
     match h.ty {
-        netlink::RTM_GETNEIGH if h.flags & netlink::NLM_F_DUMP != 0 => Some(netlink::make_done(h.seq, portid)),
+        netlink::RTM_GETNEIGH if h.flags & netlink::NLM_F_DUMP != 0 => {
+            Some(netlink::make_done(h.seq, portid))
+        }
         netlink::RTM_NEWNEIGH => Some(netlink::make_ack(&h, portid, 0)),
         _ => None,
     }

@@ -81,8 +81,18 @@ impl Table {
                 }
                 // key: ifindex; fingerprint: family/type/index/flags + stable attrs
                 let key = payload[4..8].to_vec();
-                let fp = fingerprint(&payload[..12], &payload[netlink::IFINFOMSG_LEN..], VOLATILE_LINK_ATTRS);
-                self.entries.insert(key, Entry { fingerprint: fp, msg: raw.to_vec() });
+                let fp = fingerprint(
+                    &payload[..12],
+                    &payload[netlink::IFINFOMSG_LEN..],
+                    VOLATILE_LINK_ATTRS,
+                );
+                self.entries.insert(
+                    key,
+                    Entry {
+                        fingerprint: fp,
+                        msg: raw.to_vec(),
+                    },
+                );
             }
             (Kind::Addr, netlink::RTM_NEWADDR) => {
                 if payload.len() < netlink::IFADDRMSG_LEN {
@@ -98,7 +108,13 @@ impl Table {
                     }
                 }
                 let fp = fingerprint(&payload[..8], rest, VOLATILE_ADDR_ATTRS);
-                self.entries.insert(key, Entry { fingerprint: fp, msg: raw.to_vec() });
+                self.entries.insert(
+                    key,
+                    Entry {
+                        fingerprint: fp,
+                        msg: raw.to_vec(),
+                    },
+                );
             }
             _ => {}
         }
@@ -127,14 +143,20 @@ impl Table {
             };
             if changed {
                 if let Some(m) = netlink::make_event(&e.msg, new_ty) {
-                    out.push(Event { group: group_of(kind, &m), msg: m });
+                    out.push(Event {
+                        group: group_of(kind, &m),
+                        msg: m,
+                    });
                 }
             }
         }
         for (k, e) in &self.entries {
             if !new.entries.contains_key(k) {
                 if let Some(m) = netlink::make_event(&e.msg, del_ty) {
-                    out.push(Event { group: group_of(kind, &m), msg: m });
+                    out.push(Event {
+                        group: group_of(kind, &m),
+                        msg: m,
+                    });
                 }
             }
         }
@@ -174,7 +196,13 @@ mod tests {
         };
         push(&mut v, 3, &n);
         push(&mut v, 7, &[stats; 8]);
-        let h = NlHdr { len: v.len() as u32, ty: RTM_NEWLINK, flags: 2, seq: 1, pid: 5 };
+        let h = NlHdr {
+            len: v.len() as u32,
+            ty: RTM_NEWLINK,
+            flags: 2,
+            seq: 1,
+            pid: 5,
+        };
         v[..16].copy_from_slice(&h.to_bytes());
         v
     }
@@ -187,7 +215,13 @@ mod tests {
         v.extend_from_slice(&((4 + a.len()) as u16).to_ne_bytes());
         v.extend_from_slice(&1u16.to_ne_bytes());
         v.extend_from_slice(a);
-        let h = NlHdr { len: v.len() as u32, ty: netlink::RTM_NEWADDR, flags: 2, seq: 1, pid: 5 };
+        let h = NlHdr {
+            len: v.len() as u32,
+            ty: netlink::RTM_NEWADDR,
+            flags: 2,
+            seq: 1,
+            pid: 5,
+        };
         v[..16].copy_from_slice(&h.to_bytes());
         v
     }
@@ -205,8 +239,22 @@ mod tests {
 
     #[test]
     fn up_new_and_deleted() {
-        let a = table(Kind::Link, &[link(1, 1, "lo", 0), link(2, 0, "v0", 0), link(3, 0, "gone", 0)]);
-        let b = table(Kind::Link, &[link(1, 1, "lo", 0), link(2, 1, "v0", 0), link(4, 0, "new", 0)]);
+        let a = table(
+            Kind::Link,
+            &[
+                link(1, 1, "lo", 0),
+                link(2, 0, "v0", 0),
+                link(3, 0, "gone", 0),
+            ],
+        );
+        let b = table(
+            Kind::Link,
+            &[
+                link(1, 1, "lo", 0),
+                link(2, 1, "v0", 0),
+                link(4, 0, "new", 0),
+            ],
+        );
         let ev = a.diff(&b, Kind::Link);
         assert_eq!(ev.len(), 3);
         let hs: Vec<_> = ev.iter().map(|e| NlHdr::parse(&e.msg).unwrap()).collect();
@@ -225,13 +273,22 @@ mod tests {
     #[test]
     fn addresses_by_family() {
         let a = table(Kind::Addr, &[addr(1, 2, &[127, 0, 0, 1])]);
-        let b = table(Kind::Addr, &[addr(1, 2, &[127, 0, 0, 1]), addr(2, 2, &[10, 0, 0, 1]), addr(2, 10, &[0xfe; 16])]);
+        let b = table(
+            Kind::Addr,
+            &[
+                addr(1, 2, &[127, 0, 0, 1]),
+                addr(2, 2, &[10, 0, 0, 1]),
+                addr(2, 10, &[0xfe; 16]),
+            ],
+        );
         let ev = a.diff(&b, Kind::Addr);
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].group, netlink::GRP_IPV4_IFADDR);
         assert_eq!(ev[1].group, netlink::GRP_IPV6_IFADDR);
         let back = b.diff(&a, Kind::Addr);
-        assert!(back.iter().all(|e| NlHdr::parse(&e.msg).unwrap().ty == netlink::RTM_DELADDR));
+        assert!(back
+            .iter()
+            .all(|e| NlHdr::parse(&e.msg).unwrap().ty == netlink::RTM_DELADDR));
     }
 
     #[test]

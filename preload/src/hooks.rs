@@ -37,14 +37,20 @@ fn call(nr: i64, a: [usize; 6]) -> isize {
 /// Same contract as libc's `bind`.
 #[no_mangle]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    call(libc::SYS_bind, [fd as usize, addr as usize, len as usize, 0, 0, 0]) as c_int
+    call(
+        libc::SYS_bind,
+        [fd as usize, addr as usize, len as usize, 0, 0, 0],
+    ) as c_int
 }
 
 /// # Safety
 /// Same contract as libc's `connect`.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    call(libc::SYS_connect, [fd as usize, addr as usize, len as usize, 0, 0, 0]) as c_int
+    call(
+        libc::SYS_connect,
+        [fd as usize, addr as usize, len as usize, 0, 0, 0],
+    ) as c_int
 }
 
 /// # Safety
@@ -58,28 +64,60 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
-    call(libc::SYS_sendto, [fd as usize, buf as usize, len, flags as usize, addr as usize, alen as usize])
+    call(
+        libc::SYS_sendto,
+        [
+            fd as usize,
+            buf as usize,
+            len,
+            flags as usize,
+            addr as usize,
+            alen as usize,
+        ],
+    )
 }
 
 /// # Safety
 /// Same contract as libc's `send`.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    call(libc::SYS_sendto, [fd as usize, buf as usize, len, flags as usize, 0, 0])
+    call(
+        libc::SYS_sendto,
+        [fd as usize, buf as usize, len, flags as usize, 0, 0],
+    )
 }
 
 /// # Safety
 /// Same contract as libc's `sendmsg`.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> ssize_t {
-    call(libc::SYS_sendmsg, [fd as usize, msg as usize, flags as usize, 0, 0, 0])
+    call(
+        libc::SYS_sendmsg,
+        [fd as usize, msg as usize, flags as usize, 0, 0, 0],
+    )
 }
 
 /// # Safety
 /// Same contract as libc's `setsockopt`.
 #[no_mangle]
-pub unsafe extern "C" fn setsockopt(fd: c_int, level: c_int, opt: c_int, val: *const c_void, len: socklen_t) -> c_int {
-    call(libc::SYS_setsockopt, [fd as usize, level as usize, opt as usize, val as usize, len as usize, 0]) as c_int
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    opt: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    call(
+        libc::SYS_setsockopt,
+        [
+            fd as usize,
+            level as usize,
+            opt as usize,
+            val as usize,
+            len as usize,
+            0,
+        ],
+    ) as c_int
 }
 
 /// # Safety
@@ -105,7 +143,14 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
-    let a = [fd as usize, buf as usize, len, flags as usize, addr as usize, alen as usize];
+    let a = [
+        fd as usize,
+        buf as usize,
+        len,
+        flags as usize,
+        addr as usize,
+        alen as usize,
+    ];
     if subs::marked(fd) {
         call(libc::SYS_recvfrom, a)
     } else {
@@ -118,7 +163,16 @@ pub unsafe extern "C" fn recvfrom(
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: forwarded with the same contract.
-    unsafe { recvfrom(fd, buf, len, flags, core::ptr::null_mut(), core::ptr::null_mut()) }
+    unsafe {
+        recvfrom(
+            fd,
+            buf,
+            len,
+            flags,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+        )
+    }
 }
 
 /// # Safety
@@ -146,7 +200,11 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// # Safety
 /// Same contract as libc's `sigaction`.
 #[no_mangle]
-pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+pub unsafe extern "C" fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
     sigaction::interposed(sig, act, old)
 }
 

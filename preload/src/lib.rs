@@ -67,21 +67,31 @@ pub fn remove_self(v: &str) -> String {
 }
 
 fn init() {
-    if env(c"CONDUCTOR_PRELOAD").map(|v| v.to_bytes() == b"off").unwrap_or(false) {
+    if env(c"CONDUCTOR_PRELOAD")
+        .map(|v| v.to_bytes() == b"off")
+        .unwrap_or(false)
+    {
         hooks::ENABLED.store(false, Ordering::Relaxed);
         return;
     }
     if let Some(p) = env(c"CONDUCTOR_PRELOAD_LOG") {
         log::init(p);
     }
-    if let Some(ms) = env(c"CONDUCTOR_PRELOAD_POLL_MS").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+    if let Some(ms) =
+        env(c"CONDUCTOR_PRELOAD_POLL_MS").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
         subs::PERIOD_MS.store(ms.clamp(1, 10_000), Ordering::Relaxed);
     }
-    if env(c"CONDUCTOR_PRELOAD_INHERIT").map(|v| v.to_bytes() != b"1").unwrap_or(true) {
+    if env(c"CONDUCTOR_PRELOAD_INHERIT")
+        .map(|v| v.to_bytes() != b"1")
+        .unwrap_or(true)
+    {
         scrub_ld_preload();
     }
     if !cfg!(target_arch = "x86_64") {
-        log::warn(format_args!("seccomp path not supported on this architecture; libc hooks only"));
+        log::warn(format_args!(
+            "seccomp path not supported on this architecture; libc hooks only"
+        ));
         return;
     }
     if let Err(e) = sigaction::install(sigsys::handler as *const () as usize) {
@@ -91,7 +101,10 @@ fn init() {
     // Linked statically into a program (tests, fuzz targets): our own raw
     // system calls would lie inside the trapped text. Stay out.
     let me = constructor as *const () as u64;
-    if seccomp::exe_text().iter().any(|r| r.start <= me && me < r.end) {
+    if seccomp::exe_text()
+        .iter()
+        .any(|r| r.start <= me && me < r.end)
+    {
         sigaction::uninstall();
         return;
     }
@@ -116,7 +129,13 @@ static CONSTRUCTOR: extern "C" fn() = constructor;
 mod tests {
     #[test]
     fn remove_self_from_ld_preload() {
-        assert_eq!(super::remove_self("/usr/local/lib/libconductor_preload.so"), "");
-        assert_eq!(super::remove_self("/a.so:/x/libconductor_preload.so /b.so"), "/a.so:/b.so");
+        assert_eq!(
+            super::remove_self("/usr/local/lib/libconductor_preload.so"),
+            ""
+        );
+        assert_eq!(
+            super::remove_self("/a.so:/x/libconductor_preload.so /b.so"),
+            "/a.so:/b.so"
+        );
     }
 }

@@ -46,7 +46,10 @@ pub struct Line {
 
 impl Line {
     pub fn new() -> Line {
-        Line { buf: [0; 512], len: 0 }
+        Line {
+            buf: [0; 512],
+            len: 0,
+        }
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]

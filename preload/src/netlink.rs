@@ -115,7 +115,11 @@ impl<'a> Iterator for Msgs<'a> {
         let raw = &self.buf[..len];
         let next = align4(len).min(self.buf.len());
         self.buf = &self.buf[next..];
-        Some(Msg { hdr, raw, payload: &raw[NLMSG_HDRLEN..] })
+        Some(Msg {
+            hdr,
+            raw,
+            payload: &raw[NLMSG_HDRLEN..],
+        })
     }
 }
 
@@ -149,7 +153,11 @@ impl<'a> Iterator for Attrs<'a> {
         let raw = &self.buf[..len];
         let next = align4(len).min(self.buf.len());
         self.buf = &self.buf[next..];
-        Some(Attr { ty: ty & 0x3fff, raw, data: &raw[4..] })
+        Some(Attr {
+            ty: ty & 0x3fff,
+            raw,
+            data: &raw[4..],
+        })
     }
 }
 
@@ -168,7 +176,10 @@ impl SockaddrNl {
         if b.len() < SOCKADDR_NL_LEN || u16_at(b, 0)? != AF_NETLINK {
             return None;
         }
-        Some(SockaddrNl { pid: u32_at(b, 4)?, groups: u32_at(b, 8)? })
+        Some(SockaddrNl {
+            pid: u32_at(b, 4)?,
+            groups: u32_at(b, 8)?,
+        })
     }
     pub fn to_bytes(self) -> [u8; SOCKADDR_NL_LEN] {
         let mut o = [0u8; SOCKADDR_NL_LEN];
@@ -183,7 +194,13 @@ impl SockaddrNl {
 /// queue a reply there (an RTM_GETLINK for an index that never exists).
 pub fn doorbell_request() -> [u8; 32] {
     let mut o = [0u8; 32];
-    let h = NlHdr { len: 32, ty: RTM_GETLINK, flags: NLM_F_REQUEST | NLM_F_ACK, seq: DOORBELL_SEQ, pid: 0 };
+    let h = NlHdr {
+        len: 32,
+        ty: RTM_GETLINK,
+        flags: NLM_F_REQUEST | NLM_F_ACK,
+        seq: DOORBELL_SEQ,
+        pid: 0,
+    };
     o[..16].copy_from_slice(&h.to_bytes());
     // struct ifinfomsg: family(1) pad(1) type(2) index(4) flags(4) change(4)
     o[20..24].copy_from_slice(&DOORBELL_IFINDEX.to_ne_bytes());
@@ -192,7 +209,9 @@ pub fn doorbell_request() -> [u8; 32] {
 
 /// Whether a datagram (or its first bytes) is the kernel's reply to a doorbell.
 pub fn is_doorbell_reply(b: &[u8]) -> bool {
-    let Some(h) = NlHdr::parse(b) else { return false };
+    let Some(h) = NlHdr::parse(b) else {
+        return false;
+    };
     if h.ty != NLMSG_ERROR || h.seq != DOORBELL_SEQ {
         return false;
     }
@@ -211,7 +230,13 @@ pub fn make_event(msg: &[u8], ty: u16) -> Option<Vec<u8>> {
         return None;
     }
     let mut v = msg.to_vec();
-    let nh = NlHdr { len: h.len, ty, flags: 0, seq: 0, pid: 0 };
+    let nh = NlHdr {
+        len: h.len,
+        ty,
+        flags: 0,
+        seq: 0,
+        pid: 0,
+    };
     v[..16].copy_from_slice(&nh.to_bytes());
     Some(v)
 }
@@ -219,7 +244,13 @@ pub fn make_event(msg: &[u8], ty: u16) -> Option<Vec<u8>> {
 /// An NLMSG_ERROR message (error 0 = ACK) answering `orig` (its first 16 bytes).
 pub fn make_ack(orig: &NlHdr, portid: u32, error: i32) -> Vec<u8> {
     let mut v = Vec::with_capacity(36);
-    let h = NlHdr { len: 36, ty: NLMSG_ERROR, flags: 0x100 /* NLM_F_CAPPED */, seq: orig.seq, pid: portid };
+    let h = NlHdr {
+        len: 36,
+        ty: NLMSG_ERROR,
+        flags: 0x100, /* NLM_F_CAPPED */
+        seq: orig.seq,
+        pid: portid,
+    };
     v.extend_from_slice(&h.to_bytes());
     v.extend_from_slice(&error.to_ne_bytes());
     v.extend_from_slice(&orig.to_bytes());
@@ -229,7 +260,13 @@ pub fn make_ack(orig: &NlHdr, portid: u32, error: i32) -> Vec<u8> {
 /// An empty dump's NLMSG_DONE for `seq`.
 pub fn make_done(seq: u32, portid: u32) -> Vec<u8> {
     let mut v = Vec::with_capacity(20);
-    let h = NlHdr { len: 20, ty: NLMSG_DONE, flags: NLM_F_MULTI, seq, pid: portid };
+    let h = NlHdr {
+        len: 20,
+        ty: NLMSG_DONE,
+        flags: NLM_F_MULTI,
+        seq,
+        pid: portid,
+    };
     v.extend_from_slice(&h.to_bytes());
     v.extend_from_slice(&0i32.to_ne_bytes());
     v
@@ -240,7 +277,13 @@ pub fn dump_request(ty: u16, seq: u32) -> Vec<u8> {
     let body = if ty == RTM_GETLINK { 16 } else { 8 };
     let len = NLMSG_HDRLEN + body;
     let mut v = vec![0u8; len];
-    let h = NlHdr { len: len as u32, ty, flags: NLM_F_REQUEST | NLM_F_DUMP, seq, pid: 0 };
+    let h = NlHdr {
+        len: len as u32,
+        ty,
+        flags: NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        pid: 0,
+    };
     v[..16].copy_from_slice(&h.to_bytes());
     v
 }
@@ -292,14 +335,26 @@ mod tests {
         for (t, d) in extra {
             add(*t, d);
         }
-        let h = NlHdr { len: v.len() as u32, ty: RTM_NEWLINK, flags: NLM_F_MULTI, seq: 9, pid: 77 };
+        let h = NlHdr {
+            len: v.len() as u32,
+            ty: RTM_NEWLINK,
+            flags: NLM_F_MULTI,
+            seq: 9,
+            pid: 77,
+        };
         v[..16].copy_from_slice(&h.to_bytes());
         v
     }
 
     #[test]
     fn header_roundtrip() {
-        let h = NlHdr { len: 20, ty: 3, flags: 2, seq: 5, pid: 6 };
+        let h = NlHdr {
+            len: 20,
+            ty: 3,
+            flags: 2,
+            seq: 5,
+            pid: 6,
+        };
         assert_eq!(NlHdr::parse(&h.to_bytes()), Some(h));
         assert_eq!(NlHdr::parse(&[0u8; 15]), None);
     }
@@ -307,7 +362,17 @@ mod tests {
     #[test]
     fn iterate_messages_and_stop_on_garbage() {
         let mut d = make_done(1, 2);
-        d.extend_from_slice(&make_ack(&NlHdr { len: 16, ty: 16, flags: 5, seq: 3, pid: 0 }, 9, 0));
+        d.extend_from_slice(&make_ack(
+            &NlHdr {
+                len: 16,
+                ty: 16,
+                flags: 5,
+                seq: 3,
+                pid: 0,
+            },
+            9,
+            0,
+        ));
         let v: Vec<_> = messages(&d).collect();
         assert_eq!(v.len(), 2);
         assert_eq!(v[1].hdr.ty, NLMSG_ERROR);
@@ -352,7 +417,15 @@ mod tests {
         let reply = make_ack(&h, 1, -19);
         assert!(is_doorbell_reply(&reply));
         assert!(is_doorbell_reply(&reply[..16]));
-        let other = make_ack(&NlHdr { seq: DOORBELL_SEQ, ty: RTM_NEWLINK, ..h }, 1, -19);
+        let other = make_ack(
+            &NlHdr {
+                seq: DOORBELL_SEQ,
+                ty: RTM_NEWLINK,
+                ..h
+            },
+            1,
+            -19,
+        );
         assert!(!is_doorbell_reply(&other));
         assert!(!is_doorbell_reply(&make_done(DOORBELL_SEQ, 1)));
         assert!(!is_doorbell_reply(&[1, 2, 3]));

@@ -20,7 +20,11 @@ pub fn active() -> bool {
     ACTIVE.load(Ordering::Acquire)
 }
 
-unsafe extern "C" fn phdr_cb(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
+unsafe extern "C" fn phdr_cb(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut libc::c_void,
+) -> libc::c_int {
     // SAFETY: dl_iterate_phdr passes a valid info for the duration of the
     // callback; `data` is the &mut Vec<Range> passed below.
     unsafe {
@@ -30,7 +34,10 @@ unsafe extern "C" fn phdr_cb(info: *mut libc::dl_phdr_info, _size: usize, data: 
             let ph = &*info.dlpi_phdr.add(i);
             if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
                 let start = info.dlpi_addr.wrapping_add(ph.p_vaddr);
-                out.push(Range { start, end: start.wrapping_add(ph.p_memsz) });
+                out.push(Range {
+                    start,
+                    end: start.wrapping_add(ph.p_memsz),
+                });
             }
         }
     }
@@ -43,16 +50,29 @@ pub fn exe_text() -> Vec<Range> {
     let mut v: Vec<Range> = Vec::new();
     // SAFETY: the callback only reads the headers and writes to `v`.
     unsafe {
-        libc::dl_iterate_phdr(Some(phdr_cb), &mut v as *mut Vec<Range> as *mut libc::c_void);
+        libc::dl_iterate_phdr(
+            Some(phdr_cb),
+            &mut v as *mut Vec<Range> as *mut libc::c_void,
+        );
     }
     v
 }
 
 fn load(prog: &[libc::sock_filter], flags: usize) -> Result<(), i32> {
-    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
     let r = sys::syscall6(
         libc::SYS_seccomp,
-        [SECCOMP_SET_MODE_FILTER, flags, &fprog as *const _ as usize, 0, 0, 0],
+        [
+            SECCOMP_SET_MODE_FILTER,
+            flags,
+            &fprog as *const _ as usize,
+            0,
+            0,
+            0,
+        ],
     );
     match r {
         0 => Ok(()),
@@ -66,7 +86,10 @@ fn load_with_fallback(prog: &[libc::sock_filter], flags: usize) -> Result<(), i3
     match load(prog, flags) {
         Err(libc::EACCES) => {
             // Without CAP_SYS_ADMIN a filter needs no_new_privs.
-            let r = sys::syscall6(libc::SYS_prctl, [libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0, 0, 0]);
+            let r = sys::syscall6(
+                libc::SYS_prctl,
+                [libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0, 0, 0],
+            );
             if r < 0 {
                 return Err((-r) as i32);
             }
@@ -82,7 +105,8 @@ pub fn install_base() -> Result<(), &'static str> {
     if ranges.is_empty() || ranges.len() > 8 {
         return Err("cannot locate the program's executable text");
     }
-    let prog = bpf::base_filter(&bpf::NRS, &ranges).ok_or("cannot build filter for this text layout")?;
+    let prog =
+        bpf::base_filter(&bpf::NRS, &ranges).ok_or("cannot build filter for this text layout")?;
     // Threads started by earlier constructors must get the filter too.
     if load_with_fallback(&prog, SECCOMP_FILTER_FLAG_TSYNC).is_err() {
         load_with_fallback(&prog, 0).map_err(|_| "seccomp filter refused")?;
@@ -100,7 +124,9 @@ pub fn cover_fd(fd: i32) -> bool {
     if !active() {
         return false;
     }
-    let Ok(mut cov) = COVERED.lock() else { return false };
+    let Ok(mut cov) = COVERED.lock() else {
+        return false;
+    };
     if cov.contains(&fd) {
         return true;
     }
@@ -112,7 +138,9 @@ pub fn cover_fd(fd: i32) -> bool {
         Ok(r) => r.clone(),
         Err(_) => return false,
     };
-    let Some(prog) = bpf::fd_filter(&bpf::NRS, &ranges, fd) else { return false };
+    let Some(prog) = bpf::fd_filter(&bpf::NRS, &ranges, fd) else {
+        return false;
+    };
     match load(&prog, SECCOMP_FILTER_FLAG_TSYNC) {
         Ok(()) => {
             cov.push(fd);

@@ -5,7 +5,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
-type SigactionFn = unsafe extern "C" fn(libc::c_int, *const libc::sigaction, *mut libc::sigaction) -> libc::c_int;
+type SigactionFn =
+    unsafe extern "C" fn(libc::c_int, *const libc::sigaction, *mut libc::sigaction) -> libc::c_int;
 
 static REAL: AtomicUsize = AtomicUsize::new(0);
 /// Set once our handler owns SIGSYS.
@@ -29,7 +30,11 @@ fn real() -> Option<SigactionFn> {
 }
 
 /// Call libc's real sigaction.
-pub fn real_sigaction(sig: libc::c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> libc::c_int {
+pub fn real_sigaction(
+    sig: libc::c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> libc::c_int {
     match real() {
         // SAFETY: forwarding the caller's pointers unchanged.
         Some(f) => unsafe { f(sig, act, old) },
@@ -99,7 +104,11 @@ pub fn program_action() -> libc::sigaction {
 }
 
 /// The interposed `sigaction`.
-pub fn interposed(sig: libc::c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> libc::c_int {
+pub fn interposed(
+    sig: libc::c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> libc::c_int {
     if sig != libc::SIGSYS || !owned() {
         return real_sigaction(sig, act, old);
     }
@@ -110,7 +119,10 @@ pub fn interposed(sig: libc::c_int, act: *const libc::sigaction, old: *mut libc:
         PROG_HANDLER.store(a.sa_sigaction, Ordering::Release);
         PROG_FLAGS.store(a.sa_flags, Ordering::Release);
         PROG_MASK.store(mask_to_u64(&a.sa_mask), Ordering::Release);
-        crate::plog!("sigaction(SIGSYS) by the program: kept ours, chaining to {:#x}", a.sa_sigaction);
+        crate::plog!(
+            "sigaction(SIGSYS) by the program: kept ours, chaining to {:#x}",
+            a.sa_sigaction
+        );
     }
     if !old.is_null() {
         // SAFETY: the caller passes a writable sigaction when non-null.

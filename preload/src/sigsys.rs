@@ -29,7 +29,8 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // it from signal context with the kernel's own arguments.
     unsafe {
         if act.sa_flags & libc::SA_SIGINFO != 0 {
-            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = core::mem::transmute(h);
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                core::mem::transmute(h);
             f(sig, info, ctx);
         } else {
             let f: extern "C" fn(libc::c_int) = core::mem::transmute(h);
@@ -48,7 +49,10 @@ pub extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
     let (ours, nr) = unsafe {
         let i = &*info;
         let nr = core::ptr::read_unaligned((info as *const u8).add(SI_SYSCALL_OFF) as *const i32);
-        (i.si_code == SYS_SECCOMP && i.si_errno == bpf::TRAP_DATA as i32, nr)
+        (
+            i.si_code == SYS_SECCOMP && i.si_errno == bpf::TRAP_DATA as i32,
+            nr,
+        )
     };
     if !ours || ctx.is_null() {
         chain(sig, info, ctx);

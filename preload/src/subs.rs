@@ -122,7 +122,9 @@ pub fn dump(mon: i32, ty: u16) -> Result<Vec<Vec<u8>>, i32> {
             match m.hdr.ty {
                 netlink::NLMSG_DONE => return Ok(out),
                 netlink::NLMSG_ERROR => {
-                    return Err(netlink::error_code(m.payload).map(|e| -e).unwrap_or(libc::EIO));
+                    return Err(netlink::error_code(m.payload)
+                        .map(|e| -e)
+                        .unwrap_or(libc::EIO));
                 }
                 _ => out.push(m.raw.to_vec()),
             }
@@ -136,7 +138,10 @@ fn table(mon: i32, kind: Kind) -> Option<Table> {
         Kind::Addr => netlink::RTM_GETADDR,
     };
     let msgs = dump(mon, ty).ok()?;
-    Some(Table::from_messages(kind, msgs.iter().map(|m| m.as_slice())))
+    Some(Table::from_messages(
+        kind,
+        msgs.iter().map(|m| m.as_slice()),
+    ))
 }
 
 fn private_socket() -> Result<i32, i32> {
@@ -145,10 +150,16 @@ fn private_socket() -> Result<i32, i32> {
     let moved = sys::dup_cloexec(fd);
     sys::close(fd);
     let fd = moved?;
-    let tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
     // SAFETY: timeval is plain data; viewing it as bytes is sound.
     let b = unsafe {
-        core::slice::from_raw_parts(&tv as *const libc::timeval as *const u8, core::mem::size_of::<libc::timeval>())
+        core::slice::from_raw_parts(
+            &tv as *const libc::timeval as *const u8,
+            core::mem::size_of::<libc::timeval>(),
+        )
     };
     let _ = sys::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, b);
     Ok(fd)
@@ -180,7 +191,12 @@ fn ensure(fd: i32, watch: bool, trap: bool) -> Option<Arc<Sub>> {
         dup,
         mon,
         groups: AtomicU64::new(0),
-        inner: Mutex::new(Inner { queue: VecDeque::new(), links: None, addrs: None, closed: false }),
+        inner: Mutex::new(Inner {
+            queue: VecDeque::new(),
+            links: None,
+            addrs: None,
+            closed: false,
+        }),
     });
     if trap && !seccomp::cover_fd(fd) {
         return None;
@@ -193,7 +209,9 @@ fn ensure(fd: i32, watch: bool, trap: bool) -> Option<Arc<Sub>> {
 /// Record a refused subscription on `fd` for `groups` (bind-mask bits) and
 /// take the baseline so later changes become events. False on failure.
 pub fn degrade(fd: i32, groups: u64, trap: bool) -> bool {
-    let Some(sub) = ensure(fd, true, trap) else { return false };
+    let Some(sub) = ensure(fd, true, trap) else {
+        return false;
+    };
     if sub.mon < 0 {
         return false;
     }
@@ -204,8 +222,16 @@ pub fn degrade(fd: i32, groups: u64, trap: bool) -> bool {
         Ok(i) => (i.links.is_some(), i.addrs.is_some()),
         Err(_) => return false,
     };
-    let links = if want_links && !have_links { table(sub.mon, Kind::Link) } else { None };
-    let addrs = if want_addrs && !have_addrs { table(sub.mon, Kind::Addr) } else { None };
+    let links = if want_links && !have_links {
+        table(sub.mon, Kind::Link)
+    } else {
+        None
+    };
+    let addrs = if want_addrs && !have_addrs {
+        table(sub.mon, Kind::Addr)
+    } else {
+        None
+    };
     if let Ok(mut i) = sub.inner.lock() {
         if links.is_some() {
             i.links = links;
@@ -227,7 +253,9 @@ pub fn undegrade(fd: i32, groups: u64) {
 
 /// Queue a datagram for the program's next read of `fd` and ring.
 pub fn inject(fd: i32, data: Vec<u8>, src_groups: u32, trap: bool) -> bool {
-    let Some(sub) = ensure(fd, false, trap) else { return false };
+    let Some(sub) = ensure(fd, false, trap) else {
+        return false;
+    };
     sub.push(Queued { data, src_groups });
     true
 }
@@ -251,7 +279,10 @@ impl Sub {
     pub fn take(&self, peek: bool) -> Option<Queued> {
         let mut i = self.inner.lock().ok()?;
         if peek {
-            i.queue.front().map(|q| Queued { data: q.data.clone(), src_groups: q.src_groups })
+            i.queue.front().map(|q| Queued {
+                data: q.data.clone(),
+                src_groups: q.src_groups,
+            })
         } else {
             i.queue.pop_front()
         }
@@ -262,8 +293,16 @@ impl Sub {
         if self.mon < 0 || groups == 0 {
             return;
         }
-        let links = if groups & netlink::GRP_LINK != 0 { table(self.mon, Kind::Link) } else { None };
-        let addrs = if needs_addrs(groups) { table(self.mon, Kind::Addr) } else { None };
+        let links = if groups & netlink::GRP_LINK != 0 {
+            table(self.mon, Kind::Link)
+        } else {
+            None
+        };
+        let addrs = if needs_addrs(groups) {
+            table(self.mon, Kind::Addr)
+        } else {
+            None
+        };
         let mut events = Vec::new();
         {
             let Ok(mut i) = self.inner.lock() else { return };
@@ -287,9 +326,16 @@ impl Sub {
             if e.group & groups != 0 {
                 if crate::log::enabled() {
                     let h = NlHdr::parse(&e.msg);
-                    crate::plog!("fd {}: synthesized event type {}", self.fd, h.map(|h| h.ty).unwrap_or(0));
+                    crate::plog!(
+                        "fd {}: synthesized event type {}",
+                        self.fd,
+                        h.map(|h| h.ty).unwrap_or(0)
+                    );
                 }
-                self.push(Queued { data: e.msg, src_groups: e.group as u32 });
+                self.push(Queued {
+                    data: e.msg,
+                    src_groups: e.group as u32,
+                });
             }
         }
     }
@@ -299,10 +345,15 @@ fn start_poller() {
     if POLLER.swap(true, Ordering::AcqRel) {
         return;
     }
-    let r = std::thread::Builder::new().name("conductor-nl".into()).stack_size(256 * 1024).spawn(poller);
+    let r = std::thread::Builder::new()
+        .name("conductor-nl".into())
+        .stack_size(256 * 1024)
+        .spawn(poller);
     if r.is_err() {
         POLLER.store(false, Ordering::Release);
-        crate::log::warn(format_args!("cannot start the event thread; no synthesized events"));
+        crate::log::warn(format_args!(
+            "cannot start the event thread; no synthesized events"
+        ));
     }
 }
 

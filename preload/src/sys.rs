@@ -62,7 +62,11 @@ pub fn syscall6(nr: i64, a: [usize; 6]) -> isize {
     unsafe {
         let saved = *libc::__errno_location();
         let r = libc::syscall(nr as libc::c_long, a[0], a[1], a[2], a[3], a[4], a[5]);
-        let out = if r < 0 { -(*libc::__errno_location() as isize) } else { r as isize };
+        let out = if r < 0 {
+            -(*libc::__errno_location() as isize)
+        } else {
+            r as isize
+        };
         *libc::__errno_location() = saved;
         out
     }
@@ -78,7 +82,11 @@ pub fn res(r: isize) -> Result<usize, i32> {
 }
 
 pub fn socket(domain: i32, ty: i32, proto: i32) -> Result<i32, i32> {
-    res(syscall6(libc::SYS_socket, [domain as usize, ty as usize, proto as usize, 0, 0, 0])).map(|v| v as i32)
+    res(syscall6(
+        libc::SYS_socket,
+        [domain as usize, ty as usize, proto as usize, 0, 0, 0],
+    ))
+    .map(|v| v as i32)
 }
 
 pub fn close(fd: i32) -> isize {
@@ -86,31 +94,76 @@ pub fn close(fd: i32) -> isize {
 }
 
 pub fn bind_raw(fd: i32, addr: *const u8, len: u32) -> isize {
-    syscall6(libc::SYS_bind, [fd as usize, addr as usize, len as usize, 0, 0, 0])
-}
-
-pub fn sendto_raw(fd: i32, buf: *const u8, len: usize, flags: i32, addr: *const u8, alen: u32) -> isize {
     syscall6(
-        libc::SYS_sendto,
-        [fd as usize, buf as usize, len, flags as usize, addr as usize, alen as usize],
+        libc::SYS_bind,
+        [fd as usize, addr as usize, len as usize, 0, 0, 0],
     )
 }
 
-pub fn recvfrom_raw(fd: i32, buf: *mut u8, len: usize, flags: i32, addr: *mut u8, alen: *mut u32) -> isize {
+pub fn sendto_raw(
+    fd: i32,
+    buf: *const u8,
+    len: usize,
+    flags: i32,
+    addr: *const u8,
+    alen: u32,
+) -> isize {
+    syscall6(
+        libc::SYS_sendto,
+        [
+            fd as usize,
+            buf as usize,
+            len,
+            flags as usize,
+            addr as usize,
+            alen as usize,
+        ],
+    )
+}
+
+pub fn recvfrom_raw(
+    fd: i32,
+    buf: *mut u8,
+    len: usize,
+    flags: i32,
+    addr: *mut u8,
+    alen: *mut u32,
+) -> isize {
     syscall6(
         libc::SYS_recvfrom,
-        [fd as usize, buf as usize, len, flags as usize, addr as usize, alen as usize],
+        [
+            fd as usize,
+            buf as usize,
+            len,
+            flags as usize,
+            addr as usize,
+            alen as usize,
+        ],
     )
 }
 
 /// `send` a byte slice to the kernel (no destination address).
 pub fn send(fd: i32, buf: &[u8], flags: i32) -> Result<usize, i32> {
-    res(sendto_raw(fd, buf.as_ptr(), buf.len(), flags, core::ptr::null(), 0))
+    res(sendto_raw(
+        fd,
+        buf.as_ptr(),
+        buf.len(),
+        flags,
+        core::ptr::null(),
+        0,
+    ))
 }
 
 /// `recv` into a byte slice.
 pub fn recv(fd: i32, buf: &mut [u8], flags: i32) -> Result<usize, i32> {
-    res(recvfrom_raw(fd, buf.as_mut_ptr(), buf.len(), flags, core::ptr::null_mut(), core::ptr::null_mut()))
+    res(recvfrom_raw(
+        fd,
+        buf.as_mut_ptr(),
+        buf.len(),
+        flags,
+        core::ptr::null_mut(),
+        core::ptr::null_mut(),
+    ))
 }
 
 pub fn getsockopt_int(fd: i32, level: i32, opt: i32) -> Result<i32, i32> {
@@ -118,7 +171,14 @@ pub fn getsockopt_int(fd: i32, level: i32, opt: i32) -> Result<i32, i32> {
     let mut l: u32 = 4;
     res(syscall6(
         libc::SYS_getsockopt,
-        [fd as usize, level as usize, opt as usize, &mut v as *mut i32 as usize, &mut l as *mut u32 as usize, 0],
+        [
+            fd as usize,
+            level as usize,
+            opt as usize,
+            &mut v as *mut i32 as usize,
+            &mut l as *mut u32 as usize,
+            0,
+        ],
     ))
     .map(|_| v)
 }
@@ -126,7 +186,14 @@ pub fn getsockopt_int(fd: i32, level: i32, opt: i32) -> Result<i32, i32> {
 pub fn setsockopt_bytes(fd: i32, level: i32, opt: i32, val: &[u8]) -> Result<usize, i32> {
     res(syscall6(
         libc::SYS_setsockopt,
-        [fd as usize, level as usize, opt as usize, val.as_ptr() as usize, val.len(), 0],
+        [
+            fd as usize,
+            level as usize,
+            opt as usize,
+            val.as_ptr() as usize,
+            val.len(),
+            0,
+        ],
     ))
 }
 
@@ -136,7 +203,14 @@ pub fn netlink_portid(fd: i32) -> u32 {
     let mut l: u32 = a.len() as u32;
     let r = syscall6(
         libc::SYS_getsockname,
-        [fd as usize, a.as_mut_ptr() as usize, &mut l as *mut u32 as usize, 0, 0, 0],
+        [
+            fd as usize,
+            a.as_mut_ptr() as usize,
+            &mut l as *mut u32 as usize,
+            0,
+            0,
+            0,
+        ],
     );
     if r < 0 || l < 12 {
         return 0;
@@ -145,25 +219,52 @@ pub fn netlink_portid(fd: i32) -> u32 {
 }
 
 pub fn dup_cloexec(fd: i32) -> Result<i32, i32> {
-    res(syscall6(libc::SYS_fcntl, [fd as usize, libc::F_DUPFD_CLOEXEC as usize, 64, 0, 0, 0])).map(|v| v as i32)
+    res(syscall6(
+        libc::SYS_fcntl,
+        [fd as usize, libc::F_DUPFD_CLOEXEC as usize, 64, 0, 0, 0],
+    ))
+    .map(|v| v as i32)
 }
 
 pub fn open_ro(path: &std::ffi::CStr) -> Result<i32, i32> {
     res(syscall6(
         libc::SYS_openat,
-        [libc::AT_FDCWD as usize, path.as_ptr() as usize, (libc::O_RDONLY | libc::O_CLOEXEC) as usize, 0, 0, 0],
+        [
+            libc::AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            (libc::O_RDONLY | libc::O_CLOEXEC) as usize,
+            0,
+            0,
+            0,
+        ],
     ))
     .map(|v| v as i32)
 }
 
 pub fn write_all(fd: i32, buf: &[u8]) {
-    let _ = syscall6(libc::SYS_write, [fd as usize, buf.as_ptr() as usize, buf.len(), 0, 0, 0]);
+    let _ = syscall6(
+        libc::SYS_write,
+        [fd as usize, buf.as_ptr() as usize, buf.len(), 0, 0, 0],
+    );
 }
 
 /// Monotonic clock in nanoseconds.
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    let _ = syscall6(libc::SYS_clock_gettime, [libc::CLOCK_MONOTONIC as usize, &mut ts as *mut _ as usize, 0, 0, 0, 0]);
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let _ = syscall6(
+        libc::SYS_clock_gettime,
+        [
+            libc::CLOCK_MONOTONIC as usize,
+            &mut ts as *mut _ as usize,
+            0,
+            0,
+            0,
+            0,
+        ],
+    );
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

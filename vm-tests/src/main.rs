@@ -1,1 +1,238 @@
-fn main() {}
+//! vm-tests: every privileged suite, run twice - on the real kernel inside a
+//! private network + mount namespace, and inside real gVisor (`runsc do`) -
+//! with a `ENV: N passed, N failed` line for each.
+
+mod harness;
+mod isolation;
+mod suites;
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use clap::{Parser, Subcommand};
+
+use harness::{Env, Tally};
+
+#[derive(Parser)]
+#[command(
+    name = "vm-tests",
+    about = "Privileged end-to-end suites (root): real kernel and gVisor"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Run only tests whose name contains this.
+    #[arg(long, global = true)]
+    filter: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Both environments (the default).
+    All,
+    /// One environment: `kernel` or `gvisor`.
+    Env { env: String },
+    /// Run the suites in this process, in the environment it is already in.
+    #[command(hide = true)]
+    Inner { env: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = cli.filter.as_deref();
+    match cli.command.unwrap_or(Cmd::All) {
+        Cmd::All => run_envs(&[Env::Kernel, Env::Gvisor], filter),
+        Cmd::Env { env } => match Env::parse(&env) {
+            Some(e) => run_envs(&[e], filter),
+            None => {
+                eprintln!("vm-tests: unknown environment {env:?} (kernel or gvisor)");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Inner { env } => match Env::parse(&env) {
+            Some(e) => inner(e, filter),
+            None => ExitCode::from(2),
+        },
+    }
+}
+
+/// Run each environment in a child process and print the summaries last.
+fn run_envs(envs: &[Env], filter: Option<&str>) -> ExitCode {
+    let mut summaries = Vec::new();
+    let mut total = Tally::default();
+    for &env in envs {
+        let (tally, ok) = match spawn_env(env, filter) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("FAIL {}: could not run: {e}", env.name());
+                (
+                    Tally {
+                        passed: 0,
+                        failed: 1,
+                    },
+                    false,
+                )
+            }
+        };
+        let mut tally = tally;
+        if !ok && tally.failed == 0 {
+            tally.failed = 1; // the child died without reporting a failure
+        }
+        summaries.push(format!(
+            "{}: {} passed, {} failed",
+            env.name(),
+            tally.passed,
+            tally.failed
+        ));
+        total.passed += tally.passed;
+        total.failed += tally.failed;
+    }
+    println!();
+    for s in &summaries {
+        println!("{s}");
+    }
+    println!("vm-tests: {} passed, {} failed", total.passed, total.failed);
+    if total.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn spawn_env(env: Env, filter: Option<&str>) -> Result<(Tally, bool), String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut args: Vec<String> = vec!["inner".into(), env.name().into()];
+    if let Some(f) = filter {
+        args.extend(["--filter".into(), f.into()]);
+    }
+    let mut state_dir = None;
+    let mut cmd = match env {
+        Env::Kernel => {
+            let mut c = Command::new(&me);
+            c.args(&args);
+            c
+        }
+        Env::Gvisor => {
+            let dir = tempdir("runsc-root")?;
+            let mut c = Command::new("runsc");
+            c.arg("--root")
+                .arg(&dir)
+                .args(["--network=none", "--net-raw", "--platform=ptrace", "do"])
+                .arg(&me)
+                .args(&args);
+            state_dir = Some(dir);
+            c
+        }
+    };
+    println!("== {} ==", env.name());
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start {:?}: {e}", cmd.get_program()))?;
+    let mut tally = Tally::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if line.starts_with("ok ") {
+                tally.passed += 1;
+            } else if line.starts_with("FAIL ") {
+                tally.failed += 1;
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if let Some(dir) = state_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok((tally, status.success()))
+}
+
+fn tempdir(tag: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("vm-tests-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Run inside the environment: Rust suites, then the scripted suites.
+fn inner(env: Env, filter: Option<&str>) -> ExitCode {
+    if env == Env::Kernel {
+        if let Err(e) =
+            isolation::enter_private_namespaces().and_then(|()| isolation::loopback_up())
+        {
+            println!("FAIL isolation: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut tally = Tally::default();
+    harness::run_tests(&suites::all(), env, filter, &mut tally);
+    for script in scripted_suites() {
+        run_script(&script, env, filter, &mut tally);
+    }
+    if tally.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Suites kept as scripts (they drive other programs: ip, dockerd, Go):
+/// `vm-tests/<suite>/run.sh ENV`, printing `ok NAME` / `FAIL NAME: reason`.
+fn scripted_suites() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("run.sh"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+}
+
+fn run_script(script: &Path, env: Env, filter: Option<&str>, tally: &mut Tally) {
+    let suite = script
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if filter.is_some_and(|f| !suite.contains(f)) {
+        return;
+    }
+    let out = Command::new("sh")
+        .arg(script)
+        .arg(env.name())
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut child = match out {
+        Ok(c) => c,
+        Err(e) => {
+            tally.record(&suite, Err(format!("start {}: {e}", script.display())), 0.0);
+            return;
+        }
+    };
+    let mut reported = 0;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(name) = line.strip_prefix("ok ") {
+                tally.record(&format!("{suite}/{name}"), Ok(()), 0.0);
+                reported += 1;
+            } else if let Some(rest) = line.strip_prefix("FAIL ") {
+                tally.record(&format!("{suite}/{rest}"), Err(String::new()), 0.0);
+                reported += 1;
+            } else {
+                println!("  {line}");
+            }
+        }
+    }
+    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+    if !ok && reported == 0 {
+        tally.record(
+            &suite,
+            Err("script failed without reporting a test".into()),
+            0.0,
+        );
+    }
+}

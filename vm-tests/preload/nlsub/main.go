@@ -1,0 +1,147 @@
+// nlsub: a cgo-linked Go test program built from Debian's
+// vishvananda/netlink, used by the preload vm-tests and benchmark.
+//
+//	nlsub subscribe [-n N]   subscribe with ListExisting, create a veth pair
+//	                         through a child `ip` process, bring it up (and
+//	                         down) N times, report event latencies
+//	nlsub plain              try a plain LinkSubscribe, print the outcome
+//	nlsub children           spawn children (itself in "plain" mode, and a
+//	                         shell printing LD_PRELOAD) and report on them
+package main
+
+// #include <stdlib.h>
+import "C"
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+func fail(format string, a ...interface{}) {
+	fmt.Printf("FAIL "+format+"\n", a...)
+	os.Exit(1)
+}
+
+func subscribe(n int) {
+	ch := make(chan netlink.LinkUpdate, 1024)
+	done := make(chan struct{})
+	defer close(done)
+	errs := make(chan error, 16)
+	err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
+		ListExisting:  true,
+		ErrorCallback: func(e error) { select { case errs <- e: default: } },
+	})
+	if err != nil {
+		fail("subscribe: %v", err)
+	}
+	// Existing links arrive first; lo must be among them.
+	existing := 0
+	sawLo := false
+	deadline := time.After(3 * time.Second)
+	for !sawLo {
+		select {
+		case u := <-ch:
+			existing++
+			if u.Attrs().Name == "lo" {
+				sawLo = true
+			}
+		case e := <-errs:
+			fail("error callback: %v", e)
+		case <-deadline:
+			fail("existing links not listed (got %d)", existing)
+		}
+	}
+	a, b := fmt.Sprintf("nlsA%d", os.Getpid()%10000), fmt.Sprintf("nlsB%d", os.Getpid()%10000)
+	// Child process (test 5): ordinary `ip` started by the preloaded program.
+	out, err := exec.Command("ip", "link", "add", a, "type", "veth", "peer", "name", b).CombinedOutput()
+	if err != nil {
+		fail("child ip link add: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	defer exec.Command("ip", "link", "del", a).Run()
+	link, err := netlink.LinkByName(a)
+	if err != nil {
+		fail("LinkByName: %v", err)
+	}
+	var lat []time.Duration
+	for i := 0; i < n; i++ {
+		up := i%2 == 0
+		var t0 time.Time
+		if up {
+			t0 = time.Now()
+			err = netlink.LinkSetUp(link)
+		} else {
+			t0 = time.Now()
+			err = netlink.LinkSetDown(link)
+		}
+		if err != nil {
+			fail("LinkSetUp/Down: %v", err)
+		}
+		got := false
+		timeout := time.After(2 * time.Second)
+		for !got {
+			select {
+			case u := <-ch:
+				if u.Attrs().Name == a && (u.Attrs().Flags&1 != 0) == up {
+					lat = append(lat, time.Since(t0))
+					got = true
+				}
+			case e := <-errs:
+				fail("error callback: %v", e)
+			case <-timeout:
+				fail("no event for %s up=%v within 2s", a, up)
+			}
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p := func(q float64) float64 {
+		return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000
+	}
+	fmt.Printf("ok existing=%d events=%d first_up_ms=%.2f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f\n",
+		existing, len(lat), 0.0, p(0.5), p(0.99), p(1.0))
+}
+
+func plain() {
+	ch := make(chan netlink.LinkUpdate)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.LinkSubscribe(ch, done); err != nil {
+		fmt.Printf("plain: error: %v\n", err)
+		return
+	}
+	fmt.Printf("plain: ok\n")
+}
+
+func children() {
+	self, _ := os.Executable()
+	out, err := exec.Command(self, "plain").CombinedOutput()
+	fmt.Printf("child-go: %s (exit: %v)\n", strings.TrimSpace(string(out)), err)
+	out, err = exec.Command("sh", "-c", "echo \"LD_PRELOAD=[$LD_PRELOAD]\"; ip -o link show lo >/dev/null && echo ip-ok").CombinedOutput()
+	fmt.Printf("child-sh: %s (exit: %v)\n", strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", " "), err)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fail("usage: nlsub subscribe [-n N] | plain | children")
+	}
+	switch os.Args[1] {
+	case "subscribe":
+		n := 1
+		if len(os.Args) >= 4 && os.Args[2] == "-n" {
+			n, _ = strconv.Atoi(os.Args[3])
+		}
+		subscribe(n)
+	case "plain":
+		plain()
+	case "children":
+		children()
+	default:
+		fail("unknown mode %s", os.Args[1])
+	}
+}
