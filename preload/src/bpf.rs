@@ -8,7 +8,8 @@ pub const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
 /// Data carried in SECCOMP_RET_TRAP; the kernel reports it as `si_errno`.
 pub const TRAP_DATA: u32 = 0x0C0D;
 
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+/// BPF_LD | BPF_W | BPF_ABS
+const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
 const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
 const BPF_RET_K: u16 = 0x06;

@@ -5,7 +5,8 @@
 //! refuses it (EACCES, EPERM, EOPNOTSUPP, ENOPROTOOPT) and the socket is
 //! NETLINK_ROUTE do we degrade and report success.
 
-use crate::netlink::{self, NlHdr, SockaddrNl};
+use crate::netlink::{self, SockaddrNl};
+use crate::rewrite::{self, Fix};
 use crate::subs::{self, Queued};
 use crate::sys::{self, syscall6};
 
@@ -80,8 +81,23 @@ pub fn dispatch(nr: i64, a: [usize; 6], origin: Origin) -> isize {
     let r = match nr {
         libc::SYS_bind => bind(fd, a, origin),
         libc::SYS_connect => addr_call(nr, fd, a, 1, 2),
-        libc::SYS_sendto => addr_call(nr, fd, a, 4, 5),
-        libc::SYS_sendmsg => sendmsg(fd, a),
+        libc::SYS_sendto => {
+            let r = addr_call(nr, fd, a, 4, 5);
+            if r >= 0 && a[1] != 0 {
+                // SAFETY: the kernel just read `a[2]` bytes from `a[1]`.
+                let req = unsafe { core::slice::from_raw_parts(a[1] as *const u8, a[2]) };
+                after_send(fd, req, origin);
+            }
+            r
+        }
+        libc::SYS_sendmsg => {
+            let r = sendmsg(fd, a);
+            if r >= 0 && a[1] != 0 {
+                let req = gather(a[1]);
+                after_send(fd, &req, origin);
+            }
+            r
+        }
         libc::SYS_setsockopt => setsockopt(fd, a, origin),
         libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read => recv(nr, fd, a),
         libc::SYS_close => {
@@ -371,14 +387,106 @@ fn deliver(q: &Queued, dest: &Dest, flags: i32) -> isize {
     }
 }
 
-/// Used by tests and the fuzz target: how a refused request would be answered.
-pub fn synthesized_reply(req: &[u8], portid: u32) -> Option<Vec<u8>> {
-    let h = NlHdr::parse(req)?;
-    match h.ty {
-        netlink::RTM_GETNEIGH if h.flags & netlink::NLM_F_DUMP != 0 => {
-            Some(netlink::make_done(h.seq, portid))
+/// Concatenate the iovecs of a sendmsg (first 64 KiB).
+fn gather(msg: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    // SAFETY: the kernel just accepted this msghdr and its iovecs.
+    unsafe {
+        let m = &*(msg as *const libc::msghdr);
+        for i in 0..m.msg_iovlen {
+            let iov = &*m.msg_iov.add(i);
+            if iov.iov_base.is_null() {
+                continue;
+            }
+            let n = iov.iov_len.min(65536 - out.len());
+            out.extend_from_slice(core::slice::from_raw_parts(iov.iov_base as *const u8, n));
+            if out.len() >= 65536 {
+                break;
+            }
         }
-        netlink::RTM_NEWNEIGH => Some(netlink::make_ack(&h, portid, 0)),
-        _ => None,
+    }
+    out
+}
+
+/// After a request went out: if it is one the sandbox may refuse, look at
+/// the kernel's answer (already queued: rtnetlink answers synchronously) and
+/// fix a refusal. Never acts when the request succeeded.
+fn after_send(fd: i32, req: &[u8], origin: Origin) {
+    let Some(h) = rewrite::candidate(req) else {
+        return;
+    };
+    if !is_route_netlink(fd) {
+        return;
+    }
+    let mut buf = vec![0u8; 4096];
+    let Ok(n) = sys::recv(fd, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) else {
+        return;
+    };
+    let Some(err) = rewrite::reply_error(&buf[..n], &h) else {
+        return;
+    };
+    let Some(fix) = rewrite::fix(req, err) else {
+        return;
+    };
+    let portid = sys::netlink_portid(fd);
+    let trap = origin == Origin::Trap;
+    let consume = || {
+        let mut b = [0u8; 256];
+        let _ = sys::recv(fd, &mut b, libc::MSG_DONTWAIT);
+    };
+    match fix {
+        Fix::Ack => {
+            consume();
+            if h.flags & netlink::NLM_F_ACK != 0
+                && !subs::inject(fd, netlink::make_ack(&h, portid, 0), 0, trap)
+            {
+                crate::plog!("fd {}: cannot inject the ACK", fd);
+            }
+            crate::plog!(
+                "fd {}: request type {} refused ({}): answered with success",
+                fd,
+                h.ty,
+                err
+            );
+        }
+        Fix::EmptyDump => {
+            consume();
+            let _ = subs::inject(fd, netlink::make_done(h.seq, portid), 0, trap);
+            crate::plog!(
+                "fd {}: dump type {} refused ({}): answered empty",
+                fd,
+                h.ty,
+                err
+            );
+        }
+        Fix::Rewrite { mut msg, ns_pid } => {
+            let mut nsfd = -1;
+            if let Some((pid, at)) = ns_pid {
+                let path = format!("/proc/{}/ns/net\0", pid);
+                let Ok(c) = std::ffi::CStr::from_bytes_with_nul(path.as_bytes()) else {
+                    return;
+                };
+                match sys::open_ro(c) {
+                    Ok(f) => nsfd = f,
+                    Err(_) => return,
+                }
+                rewrite::patch_ns_fd(&mut msg, at, nsfd);
+            }
+            consume();
+            let r = sys::send(fd, &msg, 0);
+            if nsfd >= 0 {
+                sys::close(nsfd);
+            }
+            if r.is_err() {
+                let _ = subs::inject(fd, netlink::make_ack(&h, portid, err), 0, trap);
+            }
+            crate::plog!(
+                "fd {}: request type {} refused ({}): retried without unsupported attributes: {:?}",
+                fd,
+                h.ty,
+                err,
+                r
+            );
+        }
     }
 }

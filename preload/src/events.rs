@@ -190,7 +190,7 @@ mod tests {
             v.extend_from_slice(&((4 + d.len()) as u16).to_ne_bytes());
             v.extend_from_slice(&ty.to_ne_bytes());
             v.extend_from_slice(d);
-            while v.len() % 4 != 0 {
+            while v.len() & 3 != 0 {
                 v.push(0);
             }
         };

@@ -205,7 +205,8 @@ pub unsafe extern "C" fn sigaction(
     act: *const libc::sigaction,
     old: *mut libc::sigaction,
 ) -> c_int {
-    sigaction::interposed(sig, act, old)
+    // SAFETY: the caller upholds sigaction's contract.
+    unsafe { sigaction::interposed(sig, act, old) }
 }
 
 /// # Safety

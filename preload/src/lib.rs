@@ -17,6 +17,7 @@ pub mod events;
 pub mod hooks;
 pub mod log;
 pub mod netlink;
+pub mod rewrite;
 pub mod seccomp;
 pub mod sigaction;
 pub mod sigsys;

@@ -30,7 +30,7 @@ pub const AF_INET6: u8 = 10;
 pub const AF_BRIDGE: u8 = 7;
 
 /// Group masks (bind semantics: bit g-1 for group g).
-pub const GRP_LINK: u64 = 1 << (1 - 1);
+pub const GRP_LINK: u64 = 1; // group 1
 pub const GRP_IPV4_IFADDR: u64 = 1 << (5 - 1);
 pub const GRP_IPV6_IFADDR: u64 = 1 << (9 - 1);
 
@@ -325,7 +325,7 @@ mod tests {
             v.extend_from_slice(&(l as u16).to_ne_bytes());
             v.extend_from_slice(&ty.to_ne_bytes());
             v.extend_from_slice(d);
-            while v.len() % 4 != 0 {
+            while v.len() & 3 != 0 {
                 v.push(0);
             }
         };

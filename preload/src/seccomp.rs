@@ -45,6 +45,31 @@ unsafe extern "C" fn phdr_cb(
     1
 }
 
+unsafe extern "C" fn bias_cb(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: as above; `data` is the &mut u64 passed below.
+    unsafe {
+        *(data as *mut u64) = (*info).dlpi_addr;
+    }
+    1
+}
+
+/// Whether the main program is position independent (loaded with a bias).
+/// A non-PIE program's text sits at the same fixed address as every other
+/// non-PIE program's, so the instruction-pointer gate cannot tell a child
+/// from its parent.
+pub fn exe_is_pie() -> bool {
+    let mut bias: u64 = 0;
+    // SAFETY: the callback only writes `bias`.
+    unsafe {
+        libc::dl_iterate_phdr(Some(bias_cb), &mut bias as *mut u64 as *mut libc::c_void);
+    }
+    bias != 0
+}
+
 /// Executable segments of the main program.
 pub fn exe_text() -> Vec<Range> {
     let mut v: Vec<Range> = Vec::new();

@@ -30,7 +30,10 @@ fn real() -> Option<SigactionFn> {
 }
 
 /// Call libc's real sigaction.
-pub fn real_sigaction(
+///
+/// # Safety
+/// Same contract as libc's `sigaction`.
+pub unsafe fn real_sigaction(
     sig: libc::c_int,
     act: *const libc::sigaction,
     old: *mut libc::sigaction,
@@ -75,7 +78,8 @@ pub fn install(handler: usize) -> Result<(), &'static str> {
     unsafe {
         libc::sigfillset(&mut act.sa_mask);
     }
-    if real_sigaction(libc::SIGSYS, &act, &mut old) != 0 {
+    // SAFETY: valid sigaction structures.
+    if unsafe { real_sigaction(libc::SIGSYS, &act, &mut old) } != 0 {
         return Err("cannot install the SIGSYS handler");
     }
     PROG_HANDLER.store(old.sa_sigaction, Ordering::Release);
@@ -89,7 +93,8 @@ pub fn install(handler: usize) -> Result<(), &'static str> {
 pub fn uninstall() {
     if OWNED.swap(false, Ordering::AcqRel) {
         let act = program_action();
-        let _ = real_sigaction(libc::SIGSYS, &act, core::ptr::null_mut());
+        // SAFETY: a valid sigaction structure.
+        let _ = unsafe { real_sigaction(libc::SIGSYS, &act, core::ptr::null_mut()) };
     }
 }
 
@@ -104,13 +109,17 @@ pub fn program_action() -> libc::sigaction {
 }
 
 /// The interposed `sigaction`.
-pub fn interposed(
+///
+/// # Safety
+/// Same contract as libc's `sigaction`.
+pub unsafe fn interposed(
     sig: libc::c_int,
     act: *const libc::sigaction,
     old: *mut libc::sigaction,
 ) -> libc::c_int {
     if sig != libc::SIGSYS || !owned() {
-        return real_sigaction(sig, act, old);
+        // SAFETY: forwarding the caller's pointers under the same contract.
+        return unsafe { real_sigaction(sig, act, old) };
     }
     let prev = program_action();
     if !act.is_null() {
@@ -143,7 +152,8 @@ pub fn interposed_signal(sig: libc::c_int, handler: libc::sighandler_t) -> libc:
         libc::sigemptyset(&mut act.sa_mask);
         libc::sigaddset(&mut act.sa_mask, sig);
     }
-    if interposed(sig, &act, &mut old) != 0 {
+    // SAFETY: valid sigaction structures.
+    if unsafe { interposed(sig, &act, &mut old) } != 0 {
         return libc::SIG_ERR;
     }
     old.sa_sigaction

@@ -40,8 +40,15 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
 }
 
 /// The handler installed for SIGSYS.
+///
+/// # Safety
+/// Only to be called by the kernel as an SA_SIGINFO signal handler.
 #[cfg(target_arch = "x86_64")]
-pub extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+pub unsafe extern "C" fn handler(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
     // SAFETY: errno is thread-local; saved and restored around our work.
     let saved_errno = unsafe { *libc::__errno_location() };
     // SAFETY: the kernel passes a valid siginfo and ucontext to an
@@ -77,7 +84,15 @@ pub extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
     }
 }
 
+/// The handler installed for SIGSYS (no emulation on this architecture).
+///
+/// # Safety
+/// Only to be called by the kernel as an SA_SIGINFO signal handler.
 #[cfg(not(target_arch = "x86_64"))]
-pub extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+pub unsafe extern "C" fn handler(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
     chain(sig, info, ctx);
 }
