@@ -479,6 +479,15 @@ fn after_send(fd: i32, req: &[u8], origin: Origin) {
             }
             if r.is_err() {
                 let _ = subs::inject(fd, netlink::make_ack(&h, portid, err), 0, trap);
+            } else if h.ty == netlink::RTM_NEWADDR {
+                // gVisor applies the address before refusing the attribute:
+                // the retry then reports EEXIST for what the first try made.
+                if let Ok(n) = sys::recv(fd, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+                    if rewrite::reply_error(&buf[..n], &h) == Some(-libc::EEXIST) {
+                        consume();
+                        let _ = subs::inject(fd, netlink::make_ack(&h, portid, 0), 0, trap);
+                    }
+                }
             }
             crate::plog!(
                 "fd {}: request type {} refused ({}): retried without unsupported attributes: {:?}",
