@@ -2,10 +2,6 @@
 //! private network + mount namespace, and inside real gVisor (`runsc do`) -
 //! with a `ENV: N passed, N failed` line for each.
 
-mod harness;
-mod isolation;
-mod suites;
-mod util;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,7 +9,8 @@ use std::process::{Command, ExitCode, Stdio};
 
 use clap::{Parser, Subcommand};
 
-use harness::{Env, Tally};
+use vm_tests::harness::{self, Env, Tally};
+use vm_tests::{isolation, suites};
 
 #[derive(Parser)]
 #[command(

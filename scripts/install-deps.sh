@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian package conductor-net's build, tests and demo need,
+# including runsc (gVisor) from bookworm-backports. Idempotent; run as root.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+# bookworm-backports, on the mirror this machine already uses.
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list 2>/dev/null \
+        | grep -v security | head -n1)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    echo "deb ${mirror%/} bookworm-backports main" > /etc/apt/sources.list.d/conductor-backports.list
+fi
+
+apt-get update
+apt-get install -y --no-install-recommends \
+    ca-certificates iproute2 iptables nftables busybox-static util-linux procps \
+    containernetworking-plugins docker.io \
+    golang-go golang-github-vishvananda-netlink-dev \
+    build-essential pkg-config
+apt-get install -y --no-install-recommends -t bookworm-backports runsc
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        echo "cargo is in $HOME/.cargo/bin: add it to PATH" >&2
+    else
+        echo "conductor-net needs Rust >= 1.85 with cargo (rustup); Debian bookworm's rustc is too old" >&2
+    fi
+    exit 1
+fi
