@@ -78,6 +78,7 @@ fn init() {
     if let Some(p) = env(c"CONDUCTOR_PRELOAD_LOG") {
         log::init(p);
     }
+    plog!("loaded");
     if let Some(ms) =
         env(c"CONDUCTOR_PRELOAD_POLL_MS").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     {
@@ -110,7 +111,7 @@ fn init() {
         return;
     }
     match seccomp::install_base() {
-        Ok(()) => plog!("loaded: seccomp trap path active"),
+        Ok(()) => plog!("seccomp trap path active"),
         Err(e) => {
             sigaction::uninstall();
             log::warn(format_args!("{}; raw-syscall interception disabled", e));

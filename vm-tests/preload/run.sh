@@ -1,0 +1,192 @@
+#!/bin/sh
+# The preload suite. One line per test: "ok NAME" or "FAIL NAME: reason";
+# exits non-zero if any test failed.
+#
+#   run.sh kernel   on the host, inside a private namespace made by the caller
+#                   (e.g. `unshare -n -m vm-tests/preload/run.sh kernel`)
+#   run.sh gvisor   inside gVisor:
+#                   runsc --network=none --net-raw --platform=ptrace do /abs/vm-tests/preload/run.sh gvisor
+#
+# Inputs (built beforehand by build.sh):
+#   CONDUCTOR_PRELOAD_LIB  absolute path of libconductor_preload.so
+#                          (default: /work/target-preload/preload-build/libconductor_preload.so)
+#   CONDUCTOR_PRELOAD_BIN  directory holding nlsub (default: directory of the library)
+# Tests only create links with unique names in the current network
+# namespace and delete them again; every background process is killed by pid.
+ENVNAME=${1:-}
+case "$ENVNAME" in kernel|gvisor) ;; *) echo "usage: $0 kernel|gvisor" >&2; exit 2;; esac
+LIB=${CONDUCTOR_PRELOAD_LIB:-/work/target-preload/preload-build/libconductor_preload.so}
+BIN=${CONDUCTOR_PRELOAD_BIN:-$(dirname "$LIB")}
+NLSUB=$BIN/nlsub
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+unset LD_PRELOAD CONDUCTOR_PRELOAD CONDUCTOR_PRELOAD_LOG
+
+T=$(mktemp -d /tmp/preload-tests.XXXXXX)
+PIDS=""
+LINKS=""
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null; done
+    for l in $LINKS; do ip link del "$l" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+FAILED=0
+ok() { echo "ok $1"; }
+fail() { echo "FAIL $1: $2"; FAILED=1; }
+
+for f in "$LIB" "$NLSUB"; do
+    [ -e "$f" ] || { echo "FAIL setup: $f missing (run vm-tests/preload/build.sh)"; exit 1; }
+done
+ip link set lo up 2>/dev/null
+
+# monitor_event PRELOAD NAME: start `ip monitor link` (with or without the
+# preload), create bridge NAME, echo "event" if it printed it, else the
+# monitor's output.
+monitor_event() {
+    out=$T/mon.$2
+    if [ -n "$1" ]; then
+        LD_PRELOAD=$LIB CONDUCTOR_PRELOAD_LOG=$T/log.$2 ip monitor link >"$out" 2>&1 &
+    else
+        ip monitor link >"$out" 2>&1 &
+    fi
+    mp=$!
+    PIDS="$PIDS $mp"
+    sleep 0.5
+    if ! kill -0 "$mp" 2>/dev/null; then
+        echo "monitor exited: $(tr '\n' ' ' <"$out")"
+        return
+    fi
+    LINKS="$LINKS $2"
+    ip link add "$2" type bridge || { echo "cannot create bridge"; return; }
+    i=0
+    while [ $i -lt 30 ]; do
+        if grep -q "$2" "$out"; then
+            kill "$mp" 2>/dev/null
+            echo event
+            return
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill "$mp" 2>/dev/null
+    echo "no event in 3s: $(tr '\n' ' ' <"$out")"
+}
+
+# 1. ip monitor link
+r0=$(monitor_event "" brmon0)
+r1=$(monitor_event yes brmon1)
+if [ "$ENVNAME" = gvisor ]; then
+    case "$r0" in *"Cannot bind"*) ok ip-monitor-fails-without-preload ;;
+        *) fail ip-monitor-fails-without-preload "expected a bind refusal, got: $r0" ;; esac
+else
+    [ "$r0" = event ] && ok ip-monitor-without-preload || fail ip-monitor-without-preload "$r0"
+fi
+[ "$r1" = event ] && ok ip-monitor-with-preload || fail ip-monitor-with-preload "$r1"
+if [ "$ENVNAME" = kernel ]; then
+    # 4. nothing is refused on the kernel: nothing may be intercepted
+    if ! grep -q "loaded" "$T/log.brmon1" 2>/dev/null; then
+        fail ip-monitor-kernel-untouched "the preload did not load"
+    elif grep -q "refused" "$T/log.brmon1" 2>/dev/null; then
+        fail ip-monitor-kernel-untouched "$(grep refused "$T/log.brmon1" | head -1)"
+    else
+        ok ip-monitor-kernel-untouched
+    fi
+fi
+
+# 2. cgo Go program, vishvananda/netlink LinkSubscribeWithOptions{ListExisting}
+g0=$(timeout 20 "$NLSUB" subscribe -n 20 2>&1)
+g1=$(timeout 20 env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_LOG="$T/log.go" "$NLSUB" subscribe -n 20 2>&1)
+echo "# without preload: $g0"
+echo "# with preload:    $g1"
+check_latency() { # NAME OUTPUT
+    case "$2" in
+        ok*)
+            up=$(echo "$2" | sed -n 's/.*up_ms=\([0-9.]*\).*/\1/p')
+            p99=$(echo "$2" | sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p')
+            if awk -v u="$up" -v p="$p99" 'BEGIN { exit !(u < 100 && p < 100) }'; then
+                ok "$1"
+            else
+                fail "$1" "latency over 100 ms: $2"
+            fi ;;
+        *) fail "$1" "$2" ;;
+    esac
+}
+if [ "$ENVNAME" = gvisor ]; then
+    case "$g0" in *"permission denied"*|*"not permitted"*) ok go-subscribe-fails-without-preload ;;
+        *) fail go-subscribe-fails-without-preload "expected a refusal, got: $g0" ;; esac
+else
+    check_latency go-subscribe-without-preload "$g0"
+fi
+check_latency go-subscribe-with-preload "$g1"
+if [ "$ENVNAME" = kernel ]; then
+    if ! grep -q "seccomp trap path active" "$T/log.go" 2>/dev/null; then
+        fail go-subscribe-kernel-untouched "the preload did not load"
+    elif grep -q "refused" "$T/log.go" 2>/dev/null; then
+        fail go-subscribe-kernel-untouched "$(grep refused "$T/log.go" | head -1)"
+    else
+        ok go-subscribe-kernel-untouched
+    fi
+fi
+
+# 5. children of a preloaded program are unaffected
+c0=$(timeout 20 "$NLSUB" children 2>&1)
+c1=$(timeout 20 env LD_PRELOAD="$LIB" "$NLSUB" children 2>&1)
+cg0=$(echo "$c0" | grep '^child-go')
+cg1=$(echo "$c1" | grep '^child-go')
+if [ -n "$cg1" ] && [ "$cg0" = "$cg1" ]; then
+    ok child-go-unaffected
+else
+    fail child-go-unaffected "without: [$cg0] with: [$cg1]"
+fi
+case "$c1" in *"child-sh: LD_PRELOAD=[] ip-ok (exit: <nil>)"*) ok child-env-scrubbed ;;
+    *) fail child-env-scrubbed "$c1" ;; esac
+# C host (sh): its child `ip monitor` must behave as without the preload
+s1=$(LD_PRELOAD=$LIB sh -c 'echo "[$LD_PRELOAD]"; timeout 1 ip monitor link 2>&1; echo "rc=$?"' 2>&1 | tr '\n' ' ')
+if [ "$ENVNAME" = gvisor ]; then
+    case "$s1" in "[] Cannot bind"*) ok child-of-c-host-unaffected ;;
+        *) fail child-of-c-host-unaffected "$s1" ;; esac
+else
+    case "$s1" in "[] rc=124 ") ok child-of-c-host-unaffected ;;
+        *) fail child-of-c-host-unaffected "$s1" ;; esac
+fi
+
+# Refused requests: with the preload the same commands succeed in gVisor; on
+# the kernel the outcome is identical with and without it.
+n=rq$$
+LINKS="$LINKS ${n}a ${n}br"
+ip link add "${n}a" type veth peer name "${n}b" && ip link add "${n}br" type bridge && ip link set "${n}a" master "${n}br"
+req() { # PRELOAD -> space-separated exit codes
+    pre=$1
+    codes=""
+    for cmd in "ip neigh replace 10.9.0.9 lladdr 02:00:00:00:00:09 dev ${n}a" \
+               "ip neigh show dev ${n}a" \
+               "bridge link set dev ${n}a hairpin on" \
+               "ip addr replace 10.9.0.1/24 dev ${n}a valid_lft 100 preferred_lft 100"; do
+        if [ -n "$pre" ]; then
+            LD_PRELOAD=$LIB $cmd >/dev/null 2>&1
+        else
+            $cmd >/dev/null 2>&1
+        fi
+        codes="$codes$? "
+    done
+    echo "$codes"
+}
+q0=$(req "")
+q1=$(req yes)
+if [ "$ENVNAME" = gvisor ]; then
+    [ "$q1" = "0 0 0 0 " ] && ok refused-requests-answered || fail refused-requests-answered "exit codes with preload: $q1 (without: $q0)"
+else
+    [ "$q0" = "$q1" ] && ok refused-requests-kernel-identical || fail refused-requests-kernel-identical "without: $q0 with: $q1"
+fi
+
+# CONDUCTOR_PRELOAD=off leaves the program untouched
+o1=$(CONDUCTOR_PRELOAD=off LD_PRELOAD=$LIB timeout 1 ip monitor link 2>&1; echo "rc=$?")
+o1=$(echo "$o1" | tr '\n' ' ')
+if [ "$ENVNAME" = gvisor ]; then
+    case "$o1" in *"Cannot bind"*) ok off-switch ;; *) fail off-switch "$o1" ;; esac
+else
+    case "$o1" in "rc=124 ") ok off-switch ;; *) fail off-switch "$o1" ;; esac
+fi
+
+exit $FAILED
