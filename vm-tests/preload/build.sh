@@ -1,11 +1,12 @@
 #!/bin/sh
 # Build everything the preload suite needs into OUTDIR (run outside any sandbox).
-#   vm-tests/preload/build.sh OUTDIR
+#   vm-tests/preload/build.sh [OUTDIR]   (default: $CARGO_TARGET_DIR/preload-build,
+#                                          CARGO_TARGET_DIR defaulting to /work/target-preload)
 # Produces OUTDIR/libconductor_preload.so (release) and OUTDIR/nlsub (a
 # cgo-linked, PIE Go program using Debian's vishvananda/netlink).
 # Needs: cargo, golang-go, golang-github-vishvananda-netlink-dev.
 set -eu
-OUT=${1:?usage: build.sh OUTDIR}
+OUT=${1:-${CARGO_TARGET_DIR:-/work/target-preload}/preload-build}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
