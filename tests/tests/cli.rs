@@ -1,7 +1,9 @@
 use std::process::Command;
 
+use conductor_tests::netd_bin;
+
 fn netd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_conductor-netd"))
+    Command::new(netd_bin())
 }
 
 #[test]
