@@ -1,12 +1,14 @@
 //! One container endpoint: a veth pair whose host end is attached to a bridge
 //! and whose other end is created inside the container's namespace, with
 //! addresses, default routes and `lo` up. This is what a CNI bridge plugin's
-//! ADD does, in three netlink round trips:
+//! ADD does, in two netlink round trips on Linux and three in gVisor:
 //! 1. host: create the veth (peer placed by namespace fd, host end attached
-//!    and up) and read the host end back, in one `sendmsg`;
-//! 2. namespace: look the peer up by name (gVisor reports no IFLA_LINK, so
-//!    the peer's index cannot be learnt from the host end);
-//! 3. namespace: lo up, peer up, addresses, routes, in one `sendmsg`.
+//!    and up) and read the host end back, in one `sendmsg`; on Linux its
+//!    IFLA_LINK is the peer's index inside the namespace;
+//! 2. (gVisor only, which reports no IFLA_LINK) namespace: look the peer up
+//!    by name;
+//! 3. namespace: lo up, peer up, addresses, routes, and the peer read back,
+//!    in one `sendmsg`.
 //!
 //! Any failure after step 1 deletes the pair, so nothing is left half-made.
 
@@ -14,9 +16,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::handle::Handle;
-use crate::link::{Link, VethSpec};
+use crate::link::{get_by_index_op, set_up_op, single_link, Link, VethSpec};
 use crate::namespace::Netns;
 use crate::route::Route;
 
@@ -66,7 +68,7 @@ pub async fn create_endpoint(host: &Handle, spec: &EndpointSpec<'_>) -> Result<E
             up: true,
         })
         .await?;
-    match configure_inside(spec, &routes).await {
+    match configure_inside(spec, &routes, host_link.peer_index).await {
         Ok(inner) => Ok(Endpoint {
             host: host_link,
             inner,
@@ -82,21 +84,38 @@ pub async fn create_endpoint(host: &Handle, spec: &EndpointSpec<'_>) -> Result<E
     }
 }
 
-async fn configure_inside(spec: &EndpointSpec<'_>, routes: &[Route]) -> Result<Link> {
+async fn configure_inside(
+    spec: &EndpointSpec<'_>,
+    routes: &[Route],
+    peer_index: Option<u32>,
+) -> Result<Link> {
     let inside = Handle::open(spec.netns)?;
-    let mut inner = inside.link_by_name(spec.ifname).await?;
-    let mut batch = inside
-        .batch()
-        .set_up(LOOPBACK_INDEX, true)
-        .set_up(inner.index, true);
-    for addr in spec.addresses {
-        batch = batch.add_address(inner.index, *addr);
-    }
+    let index = match peer_index {
+        Some(index) => index,
+        None => inside.link_by_name(spec.ifname).await?.index,
+    };
+    let mut ops = vec![set_up_op(LOOPBACK_INDEX, true), set_up_op(index, true)];
+    ops.extend(
+        spec.addresses
+            .iter()
+            .map(|a| crate::address::add_op(index, *a)),
+    );
     for route in routes {
-        batch = batch.add_route(route)?;
+        ops.push(crate::route::add_op(route)?);
     }
-    batch.commit().await?;
-    inner.up = true;
+    ops.push(get_by_index_op(index));
+    let mut last = Vec::new();
+    for result in inside.run_all(&ops).await? {
+        last = result?;
+    }
+    let inner = single_link(last, spec.ifname)?;
+    if inner.name != spec.ifname {
+        return Err(Error::protocol(
+            "configure",
+            spec.ifname,
+            format!("link #{index} inside is {:?}", inner.name),
+        ));
+    }
     Ok(inner)
 }
 

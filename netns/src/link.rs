@@ -114,6 +114,16 @@ pub(crate) fn set_up_op(index: u32, up: bool) -> Op {
     modify_op(msg, if up { "set up" } else { "set down" }, index)
 }
 
+pub(crate) fn get_by_index_op(index: u32) -> Op {
+    let msg = LinkUnspec::new_with_index(index).build();
+    Op::ack(
+        RouteNetlinkMessage::GetLink(msg),
+        0,
+        "get",
+        describe_index(index),
+    )
+}
+
 fn get_by_name_op(name: &str) -> Op {
     let msg = LinkUnspec::new_with_name(name).build();
     Op::ack(
@@ -124,7 +134,7 @@ fn get_by_name_op(name: &str) -> Op {
     )
 }
 
-fn single_link(replies: Vec<RouteNetlinkMessage>, what: &str) -> Result<Link> {
+pub(crate) fn single_link(replies: Vec<RouteNetlinkMessage>, what: &str) -> Result<Link> {
     replies
         .iter()
         .find_map(|m| match m {
@@ -269,15 +279,7 @@ impl Handle {
     }
 
     pub async fn link_by_index(&self, index: u32) -> Result<Link> {
-        let msg = LinkUnspec::new_with_index(index).build();
-        let replies = self
-            .run(Op::ack(
-                RouteNetlinkMessage::GetLink(msg),
-                0,
-                "get",
-                describe_index(index),
-            ))
-            .await?;
+        let replies = self.run(get_by_index_op(index)).await?;
         single_link(replies, &describe_index(index))
     }
 

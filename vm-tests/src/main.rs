@@ -2,7 +2,6 @@
 //! private network + mount namespace, and inside real gVisor (`runsc do`) -
 //! with a `ENV: N passed, N failed` line for each.
 
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};

@@ -104,7 +104,11 @@ fn stats(samples: &mut [Duration]) -> Stats {
 }
 
 fn run_inner(env: &str, args: &Args) -> Result<(), String> {
-    let count = if env == "gvisor" { args.gvisor_count } else { args.count };
+    let count = if env == "gvisor" {
+        args.gvisor_count
+    } else {
+        args.count
+    };
     if env == "kernel" {
         isolation::enter_private_namespaces()?;
     }
@@ -133,7 +137,10 @@ fn run_inner(env: &str, args: &Args) -> Result<(), String> {
         "{:<28} p50 {:>8.3} ms   p99 {:>8.3} ms   mean {:>8.3} ms",
         "netns crate (endpoint)", b.p50, b.p99, b.mean
     );
-    for (name, result) in [("ip script (endpoint)", ip_times), ("CNI bridge plugin (endpoint)", cni_times)] {
+    for (name, result) in [
+        ("ip script (endpoint)", ip_times),
+        ("CNI bridge plugin (endpoint)", cni_times),
+    ] {
         match result {
             Ok(mut t) => {
                 let s = stats(&mut t);
@@ -162,7 +169,10 @@ fn addr_of(i: usize) -> (IpNet, String) {
 
 async fn bench_netns(count: usize, ns_times: &mut Vec<Duration>) -> Result<Vec<Duration>, String> {
     let host = Handle::current().map_err(|e| e.to_string())?;
-    let bridge = host.ensure_bridge("bnbr", None).await.map_err(|e| e.to_string())?;
+    let bridge = host
+        .ensure_bridge("bnbr", None)
+        .await
+        .map_err(|e| e.to_string())?;
     host.add_address(bridge.index, "10.96.0.1/16".parse().expect("valid"))
         .await
         .map_err(|e| e.to_string())?;
@@ -253,7 +263,9 @@ const CNI_DIR: &str = "/usr/lib/cni";
 fn bench_cni(count: usize, ns_times: &mut Vec<Duration>) -> Result<Vec<Duration>, String> {
     let plugin = format!("{CNI_DIR}/bridge");
     if !std::path::Path::new(&plugin).exists() {
-        return Err(format!("{plugin} not found (apt-get install containernetworking-plugins)"));
+        return Err(format!(
+            "{plugin} not found (apt-get install containernetworking-plugins)"
+        ));
     }
     let data = std::env::temp_dir().join(format!("bench-cni-{}", std::process::id()));
     let config = format!(
