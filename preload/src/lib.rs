@@ -141,3 +141,112 @@ mod tests {
         );
     }
 }
+
+/// Exercise every pure parser/rewriter on arbitrary bytes and check their
+/// invariants; panics on a violation. Used by the fuzz target and by the
+/// libFuzzer-free fuzz loop in the unit tests.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    use netlink::{attrs, messages, NlHdr};
+    for m in messages(data) {
+        assert!(m.raw.len() >= netlink::NLMSG_HDRLEN && m.raw.len() == m.hdr.len as usize);
+        if let Some(sec) = netlink::attr_section(&m) {
+            for a in attrs(sec) {
+                assert!(a.raw.len() >= 4 && a.data.len() == a.raw.len() - 4);
+            }
+        }
+        if let Some(e) = netlink::make_event(m.raw, netlink::RTM_NEWLINK) {
+            assert_eq!(e.len(), m.raw.len());
+        }
+    }
+    let _ = netlink::is_doorbell_reply(data);
+    let _ = netlink::SockaddrNl::parse(data);
+    for kind in [events::Kind::Link, events::Kind::Addr] {
+        let half = data.len() / 2;
+        let a = events::Table::from_messages(kind, [&data[..half]]);
+        let b = events::Table::from_messages(kind, [&data[half..]]);
+        assert!(a.diff(&a, kind).is_empty());
+        for e in a.diff(&b, kind) {
+            let h = NlHdr::parse(&e.msg).expect("event header");
+            assert_eq!(h.len as usize, e.msg.len());
+            assert_eq!((h.seq, h.pid), (0, 0));
+        }
+    }
+    if let Some(h) = rewrite::candidate(data) {
+        let _ = rewrite::reply_error(data, &h);
+        for err in [
+            -libc::EOPNOTSUPP,
+            -libc::EPERM,
+            -libc::EACCES,
+            -libc::EINVAL,
+            0,
+        ] {
+            if let Some(rewrite::Fix::Rewrite { mut msg, ns_pid }) = rewrite::fix(data, err) {
+                let h2 = NlHdr::parse(&msg).expect("rewritten header");
+                assert_eq!(h2.len as usize, msg.len());
+                assert_eq!(h2.seq, h.seq);
+                assert_eq!(messages(&msg).count(), 1);
+                if let Some((_, at)) = ns_pid {
+                    assert!(rewrite::patch_ns_fd(&mut msg, at, 5));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz_loop {
+    //! libFuzzer-free fallback: mutate valid messages with a fixed-seed PRNG.
+    #[test]
+    fn random_mutations_keep_invariants() {
+        let mut seeds: Vec<Vec<u8>> = vec![
+            crate::netlink::make_ack(
+                &crate::netlink::NlHdr {
+                    len: 16,
+                    ty: 28,
+                    flags: 5,
+                    seq: 1,
+                    pid: 0,
+                },
+                1,
+                -95,
+            ),
+            crate::netlink::make_done(3, 4),
+            crate::netlink::doorbell_request().to_vec(),
+            crate::netlink::dump_request(crate::netlink::RTM_GETLINK, 9),
+        ];
+        let mut link = vec![0u8; 32];
+        link.extend_from_slice(&[7, 0, 3, 0, b'l', b'o', 0, 0, 8, 0, 19, 0, 1, 0, 0, 0]);
+        let l = link.len() as u32;
+        link[0..4].copy_from_slice(&l.to_ne_bytes());
+        link[4] = 16;
+        link[6] = 5;
+        seeds.push(link);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let mut d = seeds[(next() % seeds.len() as u64) as usize].clone();
+            for _ in 0..(next() % 8) {
+                let r = next();
+                match r % 4 {
+                    0 if !d.is_empty() => {
+                        let i = (r >> 8) as usize % d.len();
+                        d[i] = (r >> 32) as u8;
+                    }
+                    1 => d.truncate((r >> 8) as usize % (d.len() + 1)),
+                    2 => d.extend_from_slice(&(r >> 16).to_ne_bytes()),
+                    _ => {
+                        let copy = d.clone();
+                        d.extend_from_slice(&copy);
+                    }
+                }
+            }
+            crate::fuzz_one(&d);
+        }
+    }
+}
