@@ -5,6 +5,7 @@
 //	                         through a child `ip` process, bring it up, change
 //	                         its MTU N times, report event latencies
 //	nlsub plain              try a plain LinkSubscribe, print the outcome
+//	nlsub bench [-n N]       ns per getppid and per netlink setsockopt
 //	nlsub children           spawn children (itself in "plain" mode, and a
 //	                         shell printing LD_PRELOAD) and report on them
 package main
@@ -16,12 +17,15 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func fail(format string, a ...interface{}) {
@@ -35,8 +39,13 @@ func subscribe(n int) {
 	defer close(done)
 	errs := make(chan error, 16)
 	err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
-		ListExisting:  true,
-		ErrorCallback: func(e error) { select { case errs <- e: default: } },
+		ListExisting: true,
+		ErrorCallback: func(e error) {
+			select {
+			case errs <- e:
+			default:
+			}
+		},
 	})
 	if err != nil {
 		fail("subscribe: %v", err)
@@ -144,6 +153,34 @@ func children() {
 	fmt.Printf("child-sh: %s (exit: %v)\n", strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", " "), err)
 }
 
+// bench: ns per unrelated syscall (getppid) and per netlink setsockopt,
+// which the preload traps (SOL_NETLINK) and passes through.
+func bench(n int) {
+	runtime.LockOSThread()
+	t := time.Now()
+	for i := 0; i < n; i++ {
+		syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
+	}
+	ppid := float64(time.Since(t).Nanoseconds()) / float64(n)
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE)
+	if err != nil {
+		fail("socket: %v", err)
+	}
+	defer unix.Close(fd)
+	m := n / 20
+	if m < 100 {
+		m = 100
+	}
+	t = time.Now()
+	for i := 0; i < m; i++ {
+		if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1); err != nil {
+			fail("setsockopt: %v", err)
+		}
+	}
+	sso := float64(time.Since(t).Nanoseconds()) / float64(m)
+	fmt.Printf("getppid_ns=%.1f netlink_setsockopt_ns=%.1f\n", ppid, sso)
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fail("usage: nlsub subscribe [-n N] | plain | children")
@@ -157,6 +194,12 @@ func main() {
 		subscribe(n)
 	case "plain":
 		plain()
+	case "bench":
+		n := 2000000
+		if len(os.Args) >= 4 && os.Args[2] == "-n" {
+			n, _ = strconv.Atoi(os.Args[3])
+		}
+		bench(n)
 	case "children":
 		children()
 	default:

@@ -1,0 +1,48 @@
+#!/bin/sh
+# Preload benchmark: prints figures, asserts nothing.
+#   vm-tests/preload/bench.sh          both environments (kernel in a private
+#                                      netns via unshare, gVisor via runsc)
+#   vm-tests/preload/bench.sh kernel|gvisor   one environment (inside it)
+# Inputs as run.sh: CONDUCTOR_PRELOAD_LIB, CONDUCTOR_PRELOAD_BIN (see build.sh).
+# BENCH_RUNS (default 5) alternating runs per figure; the median is printed.
+# Set BENCH_DOCKER=1 to add dockerd start-to-ready (see docker.sh).
+LIB=${CONDUCTOR_PRELOAD_LIB:-/work/target-preload/preload-build/libconductor_preload.so}
+BIN=${CONDUCTOR_PRELOAD_BIN:-$(dirname "$LIB")}
+RUNS=${BENCH_RUNS:-5}
+HERE=$(cd "$(dirname "$0")" && pwd)
+export CONDUCTOR_PRELOAD_LIB=$LIB CONDUCTOR_PRELOAD_BIN=$BIN BENCH_RUNS=$RUNS
+if [ -z "${1:-}" ]; then
+    echo "== real kernel"
+    unshare -n -m "$HERE/bench.sh" kernel
+    echo "== gVisor (runsc ptrace)"
+    runsc --network=none --net-raw --platform=ptrace do "$HERE/bench.sh" gvisor
+    exit 0
+fi
+ENVNAME=$1
+ip link set lo up 2>/dev/null
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+N=2000000
+[ "$ENVNAME" = gvisor ] && N=100000
+: >/tmp/bench.without
+: >/tmp/bench.with
+i=0
+while [ $i -lt "$RUNS" ]; do
+    "$BIN/nlsub" bench -n $N >>/tmp/bench.without
+    env LD_PRELOAD="$LIB" "$BIN/nlsub" bench -n $N >>/tmp/bench.with
+    i=$((i + 1))
+done
+get() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" "$2" | median; }
+p0=$(get getppid_ns /tmp/bench.without); p1=$(get getppid_ns /tmp/bench.with)
+s0=$(get netlink_setsockopt_ns /tmp/bench.without); s1=$(get netlink_setsockopt_ns /tmp/bench.with)
+echo "unrelated syscall (getppid, Go RawSyscall): without ${p0} ns, with ${p1} ns, overhead $(awk -v a="$p0" -v b="$p1" 'BEGIN { printf "%.1f", (b - a) * 100 / a }') % (median of $RUNS)"
+echo "intercepted call (setsockopt SOL_NETLINK, trapped + passed through): without ${s0} ns, with ${s1} ns, trap cost $(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.1f", (b - a) / 1000 }') us"
+rm -f /tmp/bench.without /tmp/bench.with
+lat=$(timeout 120 env LD_PRELOAD="$LIB" "$BIN/nlsub" subscribe -n 100 2>&1)
+echo "event latency with preload (100 MTU changes, vishvananda LinkSubscribe): $lat"
+if [ "$ENVNAME" = kernel ]; then
+    lat0=$(timeout 120 "$BIN/nlsub" subscribe -n 100 2>&1)
+    echo "event latency without preload (kernel multicast): $lat0"
+fi
+if [ "${BENCH_DOCKER:-0}" = 1 ]; then
+    "$HERE/docker.sh" "$ENVNAME" bench
+fi
