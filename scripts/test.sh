@@ -18,6 +18,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --release --all-targets
 cargo test --workspace --release
 
+# Artifacts the scripted suites use (the preload library and a cgo-linked Go
+# netlink program), built outside any sandbox.
+CARGO_TARGET_DIR="$PWD/target" vm-tests/preload/build.sh "$PWD/target/preload-build"
+export CONDUCTOR_PRELOAD_LIB="$PWD/target/preload-build/libconductor_preload.so"
 export CONDUCTOR_NETD_BIN="$PWD/target/release/conductor-netd"
-export CONDUCTOR_PRELOAD_LIB="$PWD/target/release/libconductor_preload.so"
 ./target/release/vm-tests all
