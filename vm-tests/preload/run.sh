@@ -11,6 +11,7 @@
 #   CONDUCTOR_PRELOAD_LIB  absolute path of libconductor_preload.so
 #                          (default: /work/target-preload/preload-build/libconductor_preload.so)
 #   CONDUCTOR_PRELOAD_BIN  directory holding nlsub (default: directory of the library)
+#   PRELOAD_SKIP_DOCKER=1  skip the dockerd tests (docker.sh)
 # Tests only create links with unique names in the current network
 # namespace and delete them again; every background process is killed by pid.
 ENVNAME=${1:-}
@@ -187,6 +188,15 @@ if [ "$ENVNAME" = gvisor ]; then
     case "$o1" in *"Cannot bind"*) ok off-switch ;; *) fail off-switch "$o1" ;; esac
 else
     case "$o1" in "rc=124 ") ok off-switch ;; *) fail off-switch "$o1" ;; esac
+fi
+
+# 3. Debian's dockerd 20.10 with and without the preload (skip: PRELOAD_SKIP_DOCKER=1)
+if [ "${PRELOAD_SKIP_DOCKER:-0}" != 1 ]; then
+    if command -v dockerd >/dev/null && [ -x /usr/bin/docker ]; then
+        "$(dirname "$0")/docker.sh" "$ENVNAME" test || FAILED=1
+    else
+        fail dockerd "dockerd or /usr/bin/docker not installed (docker.io)"
+    fi
 fi
 
 exit $FAILED
