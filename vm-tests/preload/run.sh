@@ -130,6 +130,17 @@ if [ "$ENVNAME" = kernel ]; then
     fi
 fi
 
+# 2b. subscription inside another namespace (moby >= 28 waitForIfUpped)
+NS=plns$$
+if ip netns add "$NS" 2>/dev/null; then
+    n1=$(timeout 20 env LD_PRELOAD="$LIB" "$NLSUB" subscribe-ns "$NS" 2>&1)
+    ip netns del "$NS" 2>/dev/null
+    echo "# netns subscription with preload: $n1"
+    case "$n1" in ok*) ok go-subscribe-in-netns ;; *) fail go-subscribe-in-netns "$n1" ;; esac
+else
+    fail go-subscribe-in-netns "cannot create netns $NS"
+fi
+
 # 5. children of a preloaded program are unaffected
 c0=$(timeout 20 "$NLSUB" children 2>&1)
 c1=$(timeout 20 env LD_PRELOAD="$LIB" "$NLSUB" children 2>&1)

@@ -4,6 +4,8 @@
 //	nlsub subscribe [-n N]   subscribe with ListExisting, create a veth pair
 //	                         through a child `ip` process, bring it up, change
 //	                         its MTU N times, report event latencies
+//	nlsub subscribe-ns NS     subscribe inside named netns NS, wait for a
+//	                         link created there (moby's waitForIfUpped)
 //	nlsub plain              try a plain LinkSubscribe, print the outcome
 //	nlsub bench [-n N]       ns per getppid and per netlink setsockopt
 //	nlsub children           spawn children (itself in "plain" mode, and a
@@ -25,6 +27,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -134,6 +137,40 @@ func subscribe(n int) {
 		existing, float64(upLat.Microseconds())/1000, len(lat), p(0.5), p(0.99), p(1.0))
 }
 
+// subscribeNs: moby >= 28's waitForIfUpped pattern: subscribe inside another
+// network namespace (by handle), then wait for a link created there.
+func subscribeNs(name string) {
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		fail("netns %s: %v", name, err)
+	}
+	defer ns.Close()
+	ch := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	err = netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: &ns, ListExisting: true})
+	if err != nil {
+		fail("subscribe in %s: %v", name, err)
+	}
+	t0 := time.Now()
+	out, err := exec.Command("ip", "-n", name, "link", "add", "nsv0", "type", "veth", "peer", "name", "nsv1").CombinedOutput()
+	if err != nil {
+		fail("ip -n %s link add: %v: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	timeout := time.After(3 * time.Second)
+	for {
+		select {
+		case u := <-ch:
+			if u.Attrs().Name == "nsv0" {
+				fmt.Printf("ok ns-event_ms=%.2f\n", float64(time.Since(t0).Microseconds())/1000)
+				return
+			}
+		case <-timeout:
+			fail("no event for nsv0 in namespace %s within 3s", name)
+		}
+	}
+}
+
 func plain() {
 	ch := make(chan netlink.LinkUpdate)
 	done := make(chan struct{})
@@ -194,6 +231,11 @@ func main() {
 		subscribe(n)
 	case "plain":
 		plain()
+	case "subscribe-ns":
+		if len(os.Args) < 3 {
+			fail("usage: nlsub subscribe-ns NETNS")
+		}
+		subscribeNs(os.Args[2])
 	case "bench":
 		n := 2000000
 		if len(os.Args) >= 4 && os.Args[2] == "-n" {
