@@ -29,6 +29,7 @@ LINKS=""
 cleanup() {
     for p in $PIDS; do kill "$p" 2>/dev/null; done
     for l in $LINKS; do ip link del "$l" 2>/dev/null; done
+    [ -n "${NS:-}" ] && ip netns del "$NS" 2>/dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT INT TERM
