@@ -1,1 +1,19 @@
-//! conductor-netd: networks, IPAM, endpoints and the services around them.
+//! conductor-netd: networks, IPAM, endpoints, persistent state, the
+//! unix-socket API, the CLI and `doctor`.
+//!
+//! Data flows one way: CLI / API request -> [`service::Service`] ->
+//! [`kernel::Kernel`] (implemented over the `netns` crate by
+//! [`real::NetnsKernel`], in memory by [`fake::FakeKernel`]) -> kernel.
+
+pub mod config;
+pub mod error;
+pub mod fake;
+pub mod ipam;
+pub mod kernel;
+pub mod model;
+pub mod platform;
+pub mod real;
+pub mod service;
+pub mod state;
+
+pub use error::{Error, Result};

@@ -1,0 +1,197 @@
+//! The daemon's configuration: a TOML file whose every field has a default,
+//! so an empty file (or none at all) gives a working daemon.
+//!
+//! ```toml
+//! state_dir = "/var/lib/conductor-netd"
+//! socket = "/run/conductor-netd/netd.sock"
+//! socket_group = "conductor"      # gid or group name allowed on the socket
+//! pool = "10.89.0.0/16"           # automatic subnets come from here
+//! pool_prefix = 24                # ... in pieces of this size
+//! mtu = 1500
+//! ```
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/conductor-netd";
+pub const DEFAULT_SOCKET: &str = "/run/conductor-netd/netd.sock";
+pub const DEFAULT_CONFIG: &str = "/etc/conductor-netd/config.toml";
+/// Environment variable that points clients (and `serve`) at a socket.
+pub const SOCKET_ENV: &str = "CONDUCTOR_NETD_SOCKET";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where networks and endpoints are persisted.
+    pub state_dir: PathBuf,
+    /// The API's unix socket.
+    pub socket: PathBuf,
+    /// Group (name or numeric gid) whose members may use the socket besides
+    /// root. The socket file gets this group.
+    pub socket_group: Option<String>,
+    /// Permission bits of the socket file (octal string, e.g. "0660").
+    pub socket_mode: String,
+    /// Pool of automatic IPv4 subnets.
+    pub pool: Ipv4Net,
+    /// Prefix length of automatic subnets.
+    pub pool_prefix: u8,
+    /// Default MTU of bridges and endpoints.
+    pub mtu: u32,
+    /// fsync state files and their directory (turn off only on tmpfs).
+    pub fsync: bool,
+    /// Probe the environment (like `doctor`) at start-up.
+    pub startup_probe: bool,
+    /// Host-side netlink connections used in parallel (veth deletion waits
+    /// for an RCU grace period; parallel connections overlap those waits).
+    pub netlink_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_group: None,
+            socket_mode: "0660".to_string(),
+            pool: Ipv4Net::new(Ipv4Addr::new(10, 89, 0, 0), 16).expect("valid constant"),
+            pool_prefix: 24,
+            mtu: 1500,
+            fsync: true,
+            startup_probe: true,
+            netlink_connections: 16,
+        }
+    }
+}
+
+impl Config {
+    /// Parse a configuration from TOML text; `path` is for messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: e.message().to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Load `path`; a missing file at the default location means defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::from_toml(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(e) => Err(Error::Config {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |reason: String| Error::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.pool.trunc() != self.pool {
+            return Err(bad(format!(
+                "pool {} is not a network address (did you mean {}?)",
+                self.pool,
+                self.pool.trunc()
+            )));
+        }
+        if self.pool_prefix < self.pool.prefix_len() || self.pool_prefix > 30 {
+            return Err(bad(format!(
+                "pool_prefix {} must be between the pool's /{} and /30",
+                self.pool_prefix,
+                self.pool.prefix_len()
+            )));
+        }
+        if !(68..=65535).contains(&self.mtu) {
+            return Err(bad(format!("mtu {} must be 68..=65535", self.mtu)));
+        }
+        self.socket_mode_bits()
+            .map_err(|_| bad(format!("socket_mode {:?} is not octal", self.socket_mode)))?;
+        if self.netlink_connections == 0 || self.netlink_connections > 256 {
+            return Err(bad(format!(
+                "netlink_connections {} must be 1..=256",
+                self.netlink_connections
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn socket_mode_bits(&self) -> Result<u32> {
+        let s = self.socket_mode.trim_start_matches("0o");
+        match u32::from_str_radix(s, 8) {
+            Ok(bits) if bits <= 0o777 => Ok(bits),
+            _ => Err(Error::invalid(
+                "socket mode",
+                &self.socket_mode,
+                "not an octal mode",
+            )),
+        }
+    }
+
+    /// The pool as a generic network.
+    pub fn pool_net(&self) -> IpNet {
+        IpNet::V4(self.pool)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("", Path::new("x.toml")).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/conductor-netd"));
+        assert_eq!(c.socket, PathBuf::from("/run/conductor-netd/netd.sock"));
+        assert_eq!(c.pool.to_string(), "10.89.0.0/16");
+        assert_eq!(c.mtu, 1500);
+        assert_eq!(c.socket_mode_bits().unwrap(), 0o660);
+    }
+
+    #[test]
+    fn fields_override() {
+        let c = Config::from_toml(
+            "state_dir = \"/tmp/s\"\npool = \"172.30.0.0/16\"\npool_prefix = 26\nmtu = 9000\nsocket_group = \"wheel\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(c.pool_prefix, 26);
+        assert_eq!(c.mtu, 9000);
+        assert_eq!(c.socket_group.as_deref(), Some("wheel"));
+    }
+
+    #[test]
+    fn unknown_and_bad_fields_are_refused_by_name() {
+        let e = Config::from_toml("colour = 1", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = Config::from_toml("pool = \"10.89.0.1/16\"", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("10.89.0.1/16"), "{e}");
+        let e = Config::from_toml("mtu = 12", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("12"), "{e}");
+        let e = Config::from_toml("pool_prefix = 8", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("pool_prefix 8"), "{e}");
+        let e = Config::from_toml("socket_mode = \"rw\"", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("rw"), "{e}");
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_but_missing_named_file_is_not() {
+        assert!(Config::load(Some(Path::new("/nonexistent/conductor.toml"))).is_err());
+    }
+}
