@@ -301,6 +301,11 @@ fn recv(nr: i64, fd: i32, a: [usize; 6]) -> isize {
             }
             Err(e) => return -(e as isize),
         };
+        if netlink::is_echo_error(&head[..n]) {
+            // an echoed link vanished before the kernel answered: drop it
+            let _ = sys::recv(fd, &mut head, libc::MSG_DONTWAIT);
+            continue;
+        }
         if !netlink::is_doorbell_reply(&head[..n]) {
             return syscall6(nr, a);
         }

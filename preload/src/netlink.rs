@@ -36,6 +36,9 @@ pub const GRP_IPV6_IFADDR: u64 = 1 << (9 - 1);
 
 /// Sequence number used by the preload's own "doorbell" requests.
 pub const DOORBELL_SEQ: u32 = 0xC0DB_E11A;
+/// Sequence number of "echo" requests: an RTM_GETLINK for one interface,
+/// whose answer (a real RTM_NEWLINK from the kernel) is the event itself.
+pub const ECHO_SEQ: u32 = 0xC0DB_E11B;
 /// Interface index that never exists: the doorbell request fails with ENODEV.
 pub const DOORBELL_IFINDEX: i32 = 0x7fff_fff0;
 
@@ -205,6 +208,27 @@ pub fn doorbell_request() -> [u8; 32] {
     // struct ifinfomsg: family(1) pad(1) type(2) index(4) flags(4) change(4)
     o[20..24].copy_from_slice(&DOORBELL_IFINDEX.to_ne_bytes());
     o
+}
+
+/// An RTM_GETLINK for `index` (no ACK): the kernel answers with the link's
+/// current RTM_NEWLINK, which a subscriber takes as a notification.
+pub fn echo_request(index: i32) -> [u8; 32] {
+    let mut o = [0u8; 32];
+    let h = NlHdr {
+        len: 32,
+        ty: RTM_GETLINK,
+        flags: NLM_F_REQUEST,
+        seq: ECHO_SEQ,
+        pid: 0,
+    };
+    o[..16].copy_from_slice(&h.to_bytes());
+    o[20..24].copy_from_slice(&index.to_ne_bytes());
+    o
+}
+
+/// Whether a datagram is an error answering an echo (the link vanished).
+pub fn is_echo_error(b: &[u8]) -> bool {
+    matches!(NlHdr::parse(b), Some(h) if h.ty == NLMSG_ERROR && h.seq == ECHO_SEQ)
 }
 
 /// Whether a datagram (or its first bytes) is the kernel's reply to a doorbell.
@@ -429,6 +453,20 @@ mod tests {
         assert!(!is_doorbell_reply(&other));
         assert!(!is_doorbell_reply(&make_done(DOORBELL_SEQ, 1)));
         assert!(!is_doorbell_reply(&[1, 2, 3]));
+    }
+
+    #[test]
+    fn echo() {
+        let r = echo_request(7);
+        let h = NlHdr::parse(&r).unwrap();
+        assert_eq!(
+            (h.ty, h.seq, h.flags),
+            (RTM_GETLINK, ECHO_SEQ, NLM_F_REQUEST)
+        );
+        assert_eq!(ifinfo_index(&r[16..]), Some(7));
+        assert!(is_echo_error(&make_ack(&h, 1, -19)));
+        assert!(!is_echo_error(&make_ack(&NlHdr { seq: 1, ..h }, 1, -19)));
+        assert!(!is_doorbell_reply(&make_ack(&h, 1, -19)));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct Sub {
     pub fd: i32,
     dup: i32,
     mon: i32,
+    /// Whether the program's reads of this fd reach the preload (always
+    /// for the libc path; for the SIGSYS path once a read filter is in).
+    covered: AtomicBool,
     groups: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -190,6 +193,7 @@ fn ensure(fd: i32, watch: bool, trap: bool) -> Option<Arc<Sub>> {
         fd,
         dup,
         mon,
+        covered: AtomicBool::new(!trap),
         groups: AtomicU64::new(0),
         inner: Mutex::new(Inner {
             queue: VecDeque::new(),
@@ -198,9 +202,6 @@ fn ensure(fd: i32, watch: bool, trap: bool) -> Option<Arc<Sub>> {
             closed: false,
         }),
     });
-    if trap && !seccomp::cover_fd(fd) {
-        return None;
-    }
     REG.lock().ok()?.push(sub.clone());
     set_mark(fd, true);
     Some(sub)
@@ -212,7 +213,7 @@ pub fn degrade(fd: i32, groups: u64, trap: bool) -> bool {
     let Some(sub) = ensure(fd, true, trap) else {
         return false;
     };
-    if sub.mon < 0 {
+    if sub.mon < 0 || !sub.cover() {
         return false;
     }
     let all = sub.groups.fetch_or(groups, Ordering::AcqRel) | groups;
@@ -256,11 +257,40 @@ pub fn inject(fd: i32, data: Vec<u8>, src_groups: u32, trap: bool) -> bool {
     let Some(sub) = ensure(fd, false, trap) else {
         return false;
     };
+    if !sub.cover() {
+        return false;
+    }
     sub.push(Queued { data, src_groups });
     true
 }
 
 impl Sub {
+    /// Make sure the program's reads of this fd reach the preload. Needed for
+    /// queued datagrams, and in gVisor also for echoed events: its netlink
+    /// sockets end a blocking recvfrom with EINTR when any signal arrives
+    /// (even for handlers with SA_RESTART), which vishvananda/netlink treats
+    /// as fatal; the trapped read blocks with every signal masked instead.
+    fn cover(&self) -> bool {
+        if self.covered.load(Ordering::Acquire) {
+            return true;
+        }
+        let ok = seccomp::cover_fd(self.fd);
+        self.covered.store(ok, Ordering::Release);
+        ok
+    }
+
+    /// Ask the kernel to answer on the program's socket with the current
+    /// RTM_NEWLINK of `index`: a real kernel message, readable by any path.
+    fn echo(&self, index: i32) {
+        let Ok(i) = self.inner.lock() else { return };
+        if i.closed {
+            return;
+        }
+        if let Err(e) = sys::send(self.dup, &netlink::echo_request(index), libc::MSG_DONTWAIT) {
+            crate::plog!("fd {}: echo failed (errno {})", self.fd, e);
+        }
+    }
+
     fn push(&self, q: Queued) {
         let Ok(mut i) = self.inner.lock() else { return };
         if i.closed {
@@ -323,15 +353,20 @@ impl Sub {
             }
         }
         for e in events {
-            if e.group & groups != 0 {
-                if crate::log::enabled() {
-                    let h = NlHdr::parse(&e.msg);
-                    crate::plog!(
-                        "fd {}: synthesized event type {}",
-                        self.fd,
-                        h.map(|h| h.ty).unwrap_or(0)
-                    );
+            if e.group & groups == 0 {
+                continue;
+            }
+            let Some(h) = NlHdr::parse(&e.msg) else {
+                continue;
+            };
+            crate::plog!("fd {}: synthesized event type {}", self.fd, h.ty);
+            if h.ty == netlink::RTM_NEWLINK {
+                if let Some(index) = netlink::ifinfo_index(&e.msg[netlink::NLMSG_HDRLEN..]) {
+                    self.echo(index);
+                    continue;
                 }
+            }
+            if self.cover() {
                 self.push(Queued {
                     data: e.msg,
                     src_groups: e.group as u32,
