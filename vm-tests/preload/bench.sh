@@ -35,6 +35,8 @@ get() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" "$2" | median; }
 p0=$(get getppid_ns /tmp/bench.without); p1=$(get getppid_ns /tmp/bench.with)
 s0=$(get netlink_setsockopt_ns /tmp/bench.without); s1=$(get netlink_setsockopt_ns /tmp/bench.with)
 echo "unrelated syscall (getppid, Go RawSyscall): without ${p0} ns, with ${p1} ns, overhead $(awk -v a="$p0" -v b="$p1" 'BEGIN { printf "%.1f", (b - a) * 100 / a }') % (median of $RUNS)"
+r0=$(get read4k_ns /tmp/bench.without); r1=$(get read4k_ns /tmp/bench.with)
+echo "unrelated syscall (read 4 KiB from /dev/zero): without ${r0} ns, with ${r1} ns, overhead $(awk -v a="$r0" -v b="$r1" 'BEGIN { printf "%.1f", (b - a) * 100 / a }') %"
 q0=$(get getppid_subscribed_ns /tmp/bench.without); q1=$(get getppid_subscribed_ns /tmp/bench.with)
 echo "unrelated syscall while a link subscription is open: without ${q0:-n/a} ns, with ${q1:-n/a} ns"
 echo "intercepted call (setsockopt SOL_NETLINK, trapped + passed through): without ${s0} ns, with ${s1} ns, trap cost $(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.1f", (b - a) / 1000 }') us"

@@ -199,6 +199,17 @@ func bench(n int) {
 		syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
 	}
 	ppid := float64(time.Since(t).Nanoseconds()) / float64(n)
+	zero, err := os.Open("/dev/zero")
+	if err != nil {
+		fail("open /dev/zero: %v", err)
+	}
+	zb := make([]byte, 4096)
+	t = time.Now()
+	for i := 0; i < n/4; i++ {
+		syscall.Read(int(zero.Fd()), zb)
+	}
+	rd := float64(time.Since(t).Nanoseconds()) / float64(n/4)
+	zero.Close()
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE)
 	if err != nil {
 		fail("socket: %v", err)
@@ -228,7 +239,7 @@ func bench(n int) {
 		sub = fmt.Sprintf("%.1f", float64(time.Since(t).Nanoseconds())/float64(n))
 		close(done)
 	}
-	fmt.Printf("getppid_ns=%.1f netlink_setsockopt_ns=%.1f getppid_subscribed_ns=%s\n", ppid, sso, sub)
+	fmt.Printf("getppid_ns=%.1f read4k_ns=%.1f netlink_setsockopt_ns=%.1f getppid_subscribed_ns=%s\n", ppid, rd, sso, sub)
 }
 
 func main() {
