@@ -5,13 +5,19 @@
 //! [`kernel::Kernel`] (implemented over the `netns` crate by
 //! [`real::NetnsKernel`], in memory by [`fake::FakeKernel`]) -> kernel.
 
+pub mod api;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod doctor;
 pub mod error;
 pub mod fake;
 pub mod ipam;
 pub mod kernel;
 pub mod model;
 pub mod platform;
+pub mod privileges;
 pub mod real;
 pub mod service;
 pub mod state;

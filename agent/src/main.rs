@@ -1,10 +1,5 @@
-use clap::Parser;
-
-/// conductor-net's privileged daemon and CLI.
-#[derive(Parser)]
-#[command(name = "conductor-netd", version)]
-struct Cli {}
+//! conductor-netd: the daemon and its CLI (see the library for everything).
 
 fn main() {
-    let _ = Cli::parse();
+    std::process::exit(conductor_netd::cli::main_with_args(std::env::args_os()));
 }

@@ -997,4 +997,4 @@ impl<K: Kernel> Service<K> {
 
 #[cfg(test)]
 #[path = "service_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -1,0 +1,398 @@
+//! API tests over the in-memory kernel: every route, the error shapes, and
+//! agreement with agent/openapi.json (routes, statuses and response shapes).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::fake::FakeKernel;
+use crate::service::tests::Env;
+
+const OPENAPI: &str = include_str!("../../openapi.json");
+
+fn spec() -> Value {
+    serde_json::from_str(OPENAPI).expect("openapi.json parses")
+}
+
+/// (METHOD, path) -> statuses, from the OpenAPI document.
+fn documented() -> BTreeMap<(String, String), BTreeSet<u16>> {
+    let spec = spec();
+    let mut out = BTreeMap::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            let statuses = op["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.parse::<u16>().unwrap())
+                .collect();
+            out.insert((method.to_uppercase(), path.clone()), statuses);
+        }
+    }
+    out
+}
+
+#[test]
+fn routes_match_the_openapi_document() {
+    let implemented: BTreeMap<(String, String), BTreeSet<u16>> = ROUTES
+        .iter()
+        .map(|(m, p, s)| ((m.to_string(), p.to_string()), s.iter().copied().collect()))
+        .collect();
+    assert_eq!(implemented, documented());
+}
+
+fn resolve<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.trim_start_matches("#/components/schemas/");
+            resolve(spec, &spec["components"]["schemas"][name])
+        }
+        None => schema,
+    }
+}
+
+/// A small validator for the subset of JSON Schema openapi.json uses.
+fn validate(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    let schema = resolve(spec, schema);
+    if let Some(all) = schema["allOf"].as_array() {
+        for s in all {
+            validate(spec, s, value, at)?;
+        }
+        return Ok(());
+    }
+    match schema["type"].as_str() {
+        Some("object") => {
+            let obj = value
+                .as_object()
+                .ok_or(format!("{at}: not an object: {value}"))?;
+            for req in schema["required"].as_array().into_iter().flatten() {
+                let key = req.as_str().unwrap();
+                if !obj.contains_key(key) {
+                    return Err(format!("{at}: missing required {key:?} in {value}"));
+                }
+            }
+            if let Some(props) = schema["properties"].as_object() {
+                for (k, v) in obj {
+                    if let Some(ps) = props.get(k) {
+                        validate(spec, ps, v, &format!("{at}.{k}"))?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some("array") => {
+            let arr = value.as_array().ok_or(format!("{at}: not an array"))?;
+            for (i, v) in arr.iter().enumerate() {
+                validate(spec, &schema["items"], v, &format!("{at}[{i}]"))?;
+            }
+            Ok(())
+        }
+        Some("string") => {
+            let s = value
+                .as_str()
+                .ok_or(format!("{at}: not a string: {value}"))?;
+            if let Some(allowed) = schema["enum"].as_array() {
+                if !allowed.iter().any(|a| a == s) {
+                    return Err(format!("{at}: {s:?} not in {allowed:?}"));
+                }
+            }
+            Ok(())
+        }
+        Some("integer") => value
+            .as_i64()
+            .map(drop)
+            .ok_or(format!("{at}: not an integer")),
+        Some("boolean") => value
+            .as_bool()
+            .map(drop)
+            .ok_or(format!("{at}: not a boolean")),
+        _ => Ok(()),
+    }
+}
+
+/// Check a reply against the document: the status is listed for the route
+/// and the body matches that status's schema.
+fn conforms(method: &str, path: &str, reply: &Reply) {
+    let spec = spec();
+    let (template, _) = match_route(path).expect("a documented path");
+    let op = &spec["paths"][template][method.to_lowercase()];
+    let resp = &op["responses"][reply.status.to_string()];
+    assert!(
+        !resp.is_null(),
+        "{method} {path}: status {} not documented ({})",
+        reply.status,
+        reply.body
+    );
+    let resp = match resp["$ref"].as_str() {
+        Some(r) => {
+            &spec["components"]["responses"][r.trim_start_matches("#/components/responses/")]
+        }
+        None => resp,
+    };
+    let schema = &resp["content"]["application/json"]["schema"];
+    validate(
+        &spec,
+        schema,
+        &reply.body,
+        &format!("{method} {path} {}", reply.status),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+async fn call(
+    svc: &crate::service::Service<FakeKernel>,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> Reply {
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&body).unwrap()
+    };
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let reply = dispatch(svc, method, path, query, &bytes).await;
+    conforms(method, path, &reply);
+    reply
+}
+
+#[tokio::test]
+async fn every_route_answers_as_documented() {
+    let env = Env::new("api");
+    let svc = env.service().await;
+    env.ns("c1");
+    env.ns("c2");
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/networks",
+        json!({"name": "n", "subnet": "10.9.0.0/24"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["gateway"], "10.9.0.1");
+    let r = call(&svc, "POST", "/v1/networks", json!({"name": "n"})).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (409, Some("conflict"))
+    );
+    assert_eq!(
+        call(&svc, "GET", "/v1/networks", Value::Null).await.status,
+        200
+    );
+    assert_eq!(
+        call(&svc, "GET", "/v1/networks/n", Value::Null)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&svc, "GET", "/v1/networks/zz", Value::Null)
+            .await
+            .status,
+        404
+    );
+
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/networks/n/endpoints",
+        json!({"netns": "c1"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.body["endpoint"]["result"]["ips"][0]["address"],
+        "10.9.0.2/24"
+    );
+    let id = r.body["endpoint"]["id"].as_str().unwrap().to_string();
+    let again = call(
+        &svc,
+        "POST",
+        "/v1/networks/n/endpoints",
+        json!({"netns": "c1"}),
+    )
+    .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["endpoint"], r.body["endpoint"]);
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/networks/n/endpoints",
+        json!({"netns": "c2", "ip": "10.9.0.2"}),
+    )
+    .await;
+    assert_eq!(r.status, 409);
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/networks/n/endpoints",
+        json!({"netns": "nope"}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/networks/zz/endpoints",
+        json!({"netns": "c2"}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        call(&svc, "GET", "/v1/networks/n/endpoints", Value::Null)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&svc, "GET", "/v1/networks/zz/endpoints", Value::Null)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        call(&svc, "GET", "/v1/endpoints", Value::Null).await.status,
+        200
+    );
+    assert_eq!(
+        call(&svc, "GET", &format!("/v1/endpoints/{id}"), Value::Null)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&svc, "GET", "/v1/endpoints/none", Value::Null)
+            .await
+            .status,
+        404
+    );
+    let s = call(&svc, "GET", "/v1/status", Value::Null).await;
+    assert_eq!(s.body["networks"][0]["endpoints"][0]["id"], id.as_str());
+    assert_eq!(
+        call(&svc, "GET", "/v1/doctor", Value::Null).await.status,
+        200
+    );
+
+    let r = call(&svc, "DELETE", "/v1/networks/n", Value::Null).await;
+    assert_eq!(r.status, 409);
+    let r = call(&svc, "DELETE", "/v1/networks/n?force=maybe", Value::Null).await;
+    assert_eq!(r.status, 400);
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/networks/n/detach",
+        json!({"netns": "c1"}),
+    )
+    .await;
+    assert_eq!((r.status, &r.body["detached"]), (200, &json!(true)));
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/networks/n/detach",
+        json!({"netns": "c1"}),
+    )
+    .await;
+    assert_eq!((r.status, &r.body["detached"]), (200, &json!(false)));
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/networks/n/detach",
+        json!({"netns": "gone"}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    call(
+        &svc,
+        "POST",
+        "/v1/networks/n/endpoints",
+        json!({"netns": "c2"}),
+    )
+    .await;
+    let id2 = svc.endpoints(None).unwrap()[0].endpoint.id.clone();
+    assert_eq!(
+        call(&svc, "DELETE", &format!("/v1/endpoints/{id2}"), Value::Null)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&svc, "DELETE", &format!("/v1/endpoints/{id2}"), Value::Null)
+            .await
+            .status,
+        404
+    );
+    call(
+        &svc,
+        "POST",
+        "/v1/networks/n/endpoints",
+        json!({"netns": "c2"}),
+    )
+    .await;
+    let r = call(&svc, "DELETE", "/v1/networks/n?force=true", Value::Null).await;
+    assert_eq!((r.status, &r.body["detached"]), (200, &json!(1)));
+    assert_eq!(
+        call(&svc, "DELETE", "/v1/networks/n", Value::Null)
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_and_change_nothing() {
+    let env = Env::new("api-bad");
+    let svc = env.service().await;
+    let cases: Vec<(&[u8], &str)> = vec![
+        (b"{\"name\": ", "EOF"),
+        (b"{\"name\": \"a\", \"colour\": 1}", "colour"),
+        (b"{\"name\": 5}", "invalid type"),
+        (b"{\"name\": \"a\", \"mtu\": \"big\"}", "invalid type"),
+        (b"[]", "invalid type"),
+        (b"", "empty"),
+    ];
+    for (body, text) in cases {
+        let r = dispatch(&svc, "POST", "/v1/networks", "", body).await;
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(body));
+        assert_eq!(r.body["error"]["code"], "malformed_body");
+        let msg = r.body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(text), "{msg}");
+    }
+    let big = format!("{{\"name\": \"{}\"}}", "a".repeat(BODY_LIMIT));
+    let r = dispatch(&svc, "POST", "/v1/networks", "", big.as_bytes()).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    let r = dispatch(
+        &svc,
+        "POST",
+        "/v1/networks/x/endpoints",
+        "",
+        b"{\"pid\": \"1\"}",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(svc.networks().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods() {
+    let env = Env::new("api-routes");
+    let svc = env.service().await;
+    let r = dispatch(&svc, "GET", "/v2/networks", "", b"").await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("no_route"))
+    );
+    let r = dispatch(&svc, "PUT", "/v1/networks", "", b"").await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    assert!(COMMON_STATUSES.contains(&r.status));
+}
