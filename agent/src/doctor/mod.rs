@@ -311,7 +311,7 @@ async fn probe_namespaces(c: &mut Checks) {
     c.result(
         "iptables_masquerade",
         "iptables-legacy nat MASQUERADE",
-        masq.map(|_| "rule accepted".into()),
+        masq.map(|_| "rule accepted (-p tcp)".into()),
     );
     let nft = run_in(&a, "nft", &["add", "table", "ip", "cnd_doctor"])
         .and_then(|_| run_in(&a, "nft", &["list", "ruleset"]));
@@ -502,7 +502,12 @@ fn run_in(ns: &Netns, program: &str, args: &[&str]) -> Result<String, String> {
         Ok(o) => Err(format!(
             "{program} {}: {}",
             args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ")
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(format!("{program} is not installed"))

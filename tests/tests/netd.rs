@@ -1,0 +1,608 @@
+//! Unprivileged integration tests of the conductor-netd binary: command-line
+//! usage and exit codes, API errors against a daemon run with its in-memory
+//! kernel (`serve --fake-kernel`, which needs no privileges), state files,
+//! and the socket's permission checks (the uid-switching parts run only as
+//! root).
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use conductor_tests::netd_bin;
+
+/// Build the binary if this test run did not (e.g. `cargo test -p
+/// conductor-tests` alone builds only the library it depends on).
+fn bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let path = netd_bin();
+    BUILD.call_once(|| {
+        if !path.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "conductor-netd", "--bin", "conductor-netd"]);
+            if path.parent().and_then(|p| p.file_name()) == Some("release".as_ref()) {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo build");
+            assert!(status.success(), "building conductor-netd failed");
+        }
+    });
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+fn netd() -> Command {
+    let mut c = Command::new(bin());
+    c.env_remove("CONDUCTOR_NETD_SOCKET");
+    c
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+struct Daemon {
+    dir: PathBuf,
+    socket: PathBuf,
+    state: PathBuf,
+    child: Option<Child>,
+}
+
+fn unique_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "cnd-it-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+impl Daemon {
+    /// A fake-kernel daemon with its own state dir and socket.
+    fn start(tag: &str, config: Option<&str>) -> Daemon {
+        let dir = unique_dir(tag);
+        let socket = dir.join("netd.sock");
+        let state = dir.join("state");
+        std::fs::create_dir_all(dir.join("state/fake-netns")).unwrap();
+        let mut d = Daemon {
+            dir,
+            socket,
+            state,
+            child: None,
+        };
+        d.spawn(config);
+        d
+    }
+
+    fn spawn(&mut self, config: Option<&str>) {
+        let mut cmd = netd();
+        cmd.arg("serve")
+            .arg("--fake-kernel")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(text) = config {
+            let path = self.dir.join("config.toml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(path);
+        } else {
+            let path = self.dir.join("empty.toml");
+            std::fs::write(&path, "").unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        self.child = Some(cmd.spawn().expect("start the daemon"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.run(&["status"]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not come up on {}", self.socket.display());
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A fake namespace: a file under the fake netns dir.
+    fn netns(&self, name: &str) {
+        std::fs::write(self.state.join("fake-netns").join(name), b"").unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        netd()
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run conductor-netd")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// Expect exit code 1 and an error naming `text`.
+    fn fails(&self, args: &[&str], text: &str) {
+        let out = self.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(text), "{args:?}: {err:?} lacks {text:?}");
+    }
+
+    /// One raw HTTP request; (status, body).
+    fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let _ = s.write_all(body);
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp);
+        let text = String::from_utf8_lossy(&resp).to_string();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {text:?}"));
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn networks(&self) -> serde_json::Value {
+        self.json(&["network", "ls"])
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_help_and_version_exit_0() {
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["network", "--help"],
+        vec!["attach", "--help"],
+    ] {
+        let out = netd().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+    }
+    for args in [
+        vec![],
+        vec!["frobnicate"],
+        vec!["network"],
+        vec!["network", "create"],
+        vec!["attach", "net"],
+        vec!["attach", "net", "--netns", "a", "--pid", "1"],
+        vec!["detach", "net", "--netns"],
+        vec!["network", "create", "n", "--mtu", "lots"],
+        vec!["attach", "net", "--pid", "notanumber"],
+        vec!["serve", "--log-format", "xml"],
+    ] {
+        let out = netd().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn clients_without_a_daemon_say_where_they_looked() {
+    let dir = unique_dir("nodaemon");
+    let sock = dir.join("none.sock");
+    let out = netd()
+        .arg("--socket")
+        .arg(&sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("none.sock") && err.contains("cannot reach"),
+        "{err}"
+    );
+    // The environment variable works as well as --socket.
+    let out = netd()
+        .env("CONDUCTOR_NETD_SOCKET", &sock)
+        .args(["network", "ls"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("none.sock"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn serve_names_missing_capabilities() {
+    let dir = unique_dir("caps");
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(bin());
+        c
+    } else {
+        netd()
+    };
+    let out = cmd
+        .arg("serve")
+        .arg("--socket")
+        .arg(dir.join("s"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("CAP_NET_ADMIN") && err.contains("CAP_SYS_ADMIN"),
+        "{err}"
+    );
+    assert!(!dir.join("s").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_configuration_is_named() {
+    let dir = unique_dir("config");
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, "pool = \"10.89.0.1/16\"\n").unwrap();
+    let out = netd()
+        .arg("serve")
+        .arg("--fake-kernel")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(dir.join("s"))
+        .arg("--state-dir")
+        .arg(dir.join("st"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("c.toml") && err.contains("10.89.0.1/16"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn network_lifecycle_and_state_files() {
+    let mut d = Daemon::start("lifecycle", None);
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    let out = d.ok(&["network", "create", "web"]);
+    assert!(out.contains("10.89.0.0/24"), "{out}");
+    let created = d.json(&[
+        "network",
+        "create",
+        "db",
+        "--subnet",
+        "172.30.5.0/24",
+        "--mtu",
+        "1400",
+    ]);
+    assert_eq!(created["gateway"], "172.30.5.1");
+    assert_eq!(created["bridge"], "cn-db");
+    assert_eq!(d.networks().as_array().unwrap().len(), 2);
+    let table = d.ok(&["network", "ls"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("cn-web"),
+        "{table}"
+    );
+
+    // State files, written atomically.
+    let file = d.state.join("networks/db.json");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["subnet"], "172.30.5.0/24");
+    assert_eq!(saved["mtu"], 1400);
+    let leftovers: Vec<_> = std::fs::read_dir(d.state.join("networks"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+
+    // Attach by netns name and by path; idempotent.
+    d.netns("c1");
+    let path_ns = d.dir.join("ns-file");
+    std::fs::write(&path_ns, b"").unwrap();
+    let a = d.json(&["attach", "web", "--netns", "c1"]);
+    assert_eq!(a["created"], true);
+    assert_eq!(a["endpoint"]["result"]["cniVersion"], "1.0.0");
+    assert_eq!(a["endpoint"]["result"]["ips"][0]["address"], "10.89.0.2/24");
+    let again = d.json(&["attach", "web", "--netns", "c1"]);
+    assert_eq!(again["created"], false);
+    assert_eq!(again["endpoint"], a["endpoint"]);
+    let b = d.json(&[
+        "attach",
+        "web",
+        "--netns-path",
+        path_ns.to_str().unwrap(),
+        "--ip",
+        "10.89.0.50",
+        "--ifname",
+        "net1",
+    ]);
+    assert_eq!(b["endpoint"]["ipv4"], "10.89.0.50/24");
+    assert_eq!(b["endpoint"]["ifname"], "net1");
+    let id = a["endpoint"]["id"].as_str().unwrap().to_string();
+    assert!(d.state.join(format!("endpoints/{id}.json")).exists());
+    let eps = d.json(&["endpoints", "web"]);
+    assert_eq!(eps.as_array().unwrap().len(), 2);
+    let status = d.ok(&["status"]);
+    assert!(
+        status.contains("bridge cn-web") && status.contains("10.89.0.50/24"),
+        "{status}"
+    );
+    let inspect = d.json(&["network", "inspect", "web"]);
+    assert_eq!(inspect["network"]["endpoints"], 2);
+
+    // Remove is refused while endpoints exist; --force detaches them.
+    d.fails(&["network", "rm", "web"], "2 endpoint(s)");
+    let det = d.json(&["detach", "web", "--netns", "c1"]);
+    assert_eq!(det["detached"], true);
+    assert!(!d.state.join(format!("endpoints/{id}.json")).exists());
+    let det = d.json(&["detach", "web", "--netns", "c1"]);
+    assert_eq!(det["detached"], false);
+    let rm = d.json(&["network", "rm", "web", "--force"]);
+    assert_eq!(rm["detached"], 1);
+    assert!(!d.state.join("networks/web.json").exists());
+
+    // A crash (kill -9) and a restart replay the state.
+    d.kill9();
+    d.spawn(None);
+    let nets = d.networks();
+    assert_eq!(nets.as_array().unwrap().len(), 1);
+    assert_eq!(nets[0]["name"], "db");
+}
+
+#[test]
+fn bad_inputs_give_clear_errors_and_change_nothing() {
+    let d = Daemon::start("bad", Some("pool = \"10.77.0.0/23\"\n"));
+    d.ok(&["network", "create", "a"]);
+    d.ok(&["network", "create", "fixed", "--subnet", "192.168.50.0/24"]);
+    d.netns("c1");
+    d.netns("c2");
+    d.ok(&["attach", "fixed", "--netns", "c1", "--ip", "192.168.50.10"]);
+    let before_nets = d.networks();
+    let before_eps = d.json(&["endpoints"]);
+
+    d.fails(
+        &["network", "create", "b", "--subnet", "192.168.50.128/25"],
+        "overlaps network \"fixed\"",
+    );
+    d.fails(
+        &["network", "create", "b", "--subnet", "10.99.0.7/24"],
+        "10.99.0.7/24",
+    );
+    d.fails(
+        &[
+            "network",
+            "create",
+            "b",
+            "--subnet",
+            "10.99.0.0/24",
+            "--gateway",
+            "10.98.0.1",
+        ],
+        "10.98.0.1",
+    );
+    d.fails(&["network", "create", &"n".repeat(65)], "longer than 64");
+    d.fails(&["network", "create", "bad/name"], "bad/name");
+    d.fails(&["network", "create", "--", "-x"], "must start with");
+    d.fails(&["network", "create", "a"], "already exists");
+    d.ok(&["network", "create", "b"]);
+    d.fails(&["network", "create", "c"], "exhausted");
+    d.ok(&["network", "rm", "b"]);
+    d.fails(
+        &["attach", "nope", "--netns", "c2"],
+        "network \"nope\" not found",
+    );
+    d.fails(
+        &["attach", "fixed", "--pid", "2147483647"],
+        "pid \"2147483647\" not found",
+    );
+    d.fails(
+        &["attach", "fixed", "--netns", "ghost"],
+        "netns \"ghost\" not found",
+    );
+    d.fails(
+        &["attach", "fixed", "--netns", "c2", "--ip", "192.168.50.10"],
+        "192.168.50.10 is already in use",
+    );
+    d.fails(
+        &["attach", "fixed", "--netns", "c2", "--ip", "10.1.1.1"],
+        "outside the subnet",
+    );
+    d.fails(
+        &["attach", "fixed", "--netns", "c2", "--ip", "banana"],
+        "banana",
+    );
+    d.fails(
+        &[
+            "attach",
+            "fixed",
+            "--netns",
+            "c2",
+            "--ifname",
+            "much-too-long-name",
+        ],
+        "much-too-long-name",
+    );
+    d.fails(&["network", "inspect", "nope"], "not found");
+
+    // Raw API: malformed JSON, unknown fields, wrong types, oversized bodies.
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "/v1/networks",
+            b"{\"name\": ".to_vec(),
+            400,
+            "malformed_body",
+        ),
+        (
+            "/v1/networks",
+            b"{\"name\":\"z\",\"colour\":1}".to_vec(),
+            400,
+            "malformed_body",
+        ),
+        (
+            "/v1/networks",
+            b"{\"name\": 7}".to_vec(),
+            400,
+            "malformed_body",
+        ),
+        (
+            "/v1/networks/fixed/endpoints",
+            b"{\"pid\": \"1\"}".to_vec(),
+            400,
+            "malformed_body",
+        ),
+        (
+            "/v1/networks",
+            format!("{{\"name\":\"{}\"}}", "z".repeat(70 * 1024)).into_bytes(),
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (path, body, status, code) in cases {
+        let (s, v) = d.http("POST", path, &body);
+        assert_eq!(s, status, "{path}: {v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    let (s, v) = d.http("GET", "/v1/nothing", b"");
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("no_route")));
+    let (s, _) = d.http("PATCH", "/v1/networks", b"");
+    assert_eq!(s, 405);
+
+    assert_eq!(d.networks(), before_nets);
+    assert_eq!(d.json(&["endpoints"]), before_eps);
+}
+
+#[test]
+fn socket_peers_are_checked() {
+    if !is_root() {
+        eprintln!("skipped: switching uid needs root");
+        return;
+    }
+    let d = Daemon::start("peers", Some("socket_mode = \"0666\"\n"));
+    let as_nobody = |d: &Daemon, groups: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534"])
+            .arg(groups)
+            .arg(bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["network", "ls"])
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&d, "--clear-groups");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("uid 65534 is not allowed"), "{err}");
+    drop(d);
+
+    // Members of the configured group are let in.
+    let d = Daemon::start(
+        "peers-group",
+        Some("socket_mode = \"0660\"\nsocket_group = \"4242\"\n"),
+    );
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 4242);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--groups=4242"])
+        .arg(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["network", "ls", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the group the file mode already keeps it out.
+    let out = as_nobody(&d, "--clear-groups");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_or_state_is_refused() {
+    let d = Daemon::start("twice", None);
+    let out = netd()
+        .args(["serve", "--fake-kernel", "--socket"])
+        .arg(&d.socket)
+        .arg("--state-dir")
+        .arg(d.dir.join("other-state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"));
+    let out = netd()
+        .args(["serve", "--fake-kernel", "--socket"])
+        .arg(d.dir.join("other.sock"))
+        .arg("--state-dir")
+        .arg(&d.state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another"));
+}
