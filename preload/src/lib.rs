@@ -17,6 +17,7 @@ pub mod events;
 pub mod hooks;
 pub mod log;
 pub mod netlink;
+pub mod probe;
 pub mod rewrite;
 pub mod seccomp;
 pub mod sigaction;
@@ -67,11 +68,12 @@ pub fn remove_self(v: &str) -> String {
         .join(":")
 }
 
+fn flag(name: &CStr, value: &[u8]) -> bool {
+    env(name).map(|v| v.to_bytes() == value).unwrap_or(false)
+}
+
 fn init() {
-    if env(c"CONDUCTOR_PRELOAD")
-        .map(|v| v.to_bytes() == b"off")
-        .unwrap_or(false)
-    {
+    if flag(c"CONDUCTOR_PRELOAD", b"off") {
         hooks::ENABLED.store(false, Ordering::Relaxed);
         return;
     }
@@ -84,20 +86,16 @@ fn init() {
     {
         subs::PERIOD_MS.store(ms.clamp(1, 10_000), Ordering::Relaxed);
     }
-    if env(c"CONDUCTOR_PRELOAD_INHERIT")
-        .map(|v| v.to_bytes() != b"1")
-        .unwrap_or(true)
-    {
+    let pie = seccomp::exe_is_pie();
+    // A non-PIE host that opted in keeps the preload in its children, so a
+    // non-PIE child mapped at the same fixed address still has the handler.
+    if !flag(c"CONDUCTOR_PRELOAD_INHERIT", b"1") && pie {
         scrub_ld_preload();
     }
     if !cfg!(target_arch = "x86_64") {
         log::warn(format_args!(
             "seccomp path not supported on this architecture; libc hooks only"
         ));
-        return;
-    }
-    if let Err(e) = sigaction::install(sigsys::handler as *const () as usize) {
-        log::warn(format_args!("{}; raw-syscall interception disabled", e));
         return;
     }
     // Linked statically into a program (tests, fuzz targets): our own raw
@@ -107,7 +105,28 @@ fn init() {
         .iter()
         .any(|r| r.start <= me && me < r.end)
     {
-        sigaction::uninstall();
+        return;
+    }
+    if !pie && !flag(c"CONDUCTOR_PRELOAD_NONPIE", b"1") {
+        plog!("non-PIE program: trap path off (CONDUCTOR_PRELOAD_NONPIE=1 enables it)");
+        return;
+    }
+    // On a kernel that refuses nothing, stay out of the way entirely: a
+    // seccomp filter costs every system call ~10 ns even when it allows.
+    if !flag(c"CONDUCTOR_PRELOAD_FORCE", b"1") {
+        match probe::probe() {
+            probe::Verdict::Refuses(why) => plog!("probe: {}", why),
+            v => {
+                plog!(
+                    "probe: {:?}: nothing to fix here, trap path not installed",
+                    v
+                );
+                return;
+            }
+        }
+    }
+    if let Err(e) = sigaction::install(sigsys::handler as *const () as usize) {
+        log::warn(format_args!("{}; raw-syscall interception disabled", e));
         return;
     }
     match seccomp::install_base() {

@@ -68,7 +68,8 @@ start_daemon() {
     mkdir -p "$CUR/data" "$CUR/exec"
     t0=$(date +%s%N)
     if [ -n "$2" ]; then
-        LD_PRELOAD=$LIB CONDUCTOR_PRELOAD_LOG=$CUR/preload.log dockerd --data-root "$CUR/data" --exec-root "$CUR/exec" \
+        [ "$2" = forced ] && FORCE=1 || FORCE=0
+        LD_PRELOAD=$LIB CONDUCTOR_PRELOAD_FORCE=$FORCE CONDUCTOR_PRELOAD_LOG=$CUR/preload.log dockerd --data-root "$CUR/data" --exec-root "$CUR/exec" \
             --pidfile "$CUR/docker.pid" -H "unix://$SOCK" --storage-driver vfs --iptables=false --ip6tables=false \
             --bip 172.29.0.1/24 >"$CUR/dockerd.log" 2>&1 &
     else
@@ -118,11 +119,11 @@ scenario() {
 if [ "$MODE" = bench ]; then
     RUNS=${BENCH_RUNS:-5}
     : >"$T/b0"; : >"$T/b1"
-    i=0
-    while [ $i -lt "$RUNS" ]; do
-        start_daemon "b0$i" ""; echo "$READY" >>"$T/b0"; stop_daemon
-        start_daemon "b1$i" yes; echo "$READY" >>"$T/b1"; stop_daemon
-        i=$((i + 1))
+    run=0
+    while [ $run -lt "$RUNS" ]; do
+        start_daemon "b0$run" ""; echo "$READY" >>"$T/b0"; stop_daemon
+        start_daemon "b1$run" yes; echo "$READY" >>"$T/b1"; stop_daemon
+        run=$((run + 1))
     done
     med() { sort -n "$1" | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
     m0=$(med "$T/b0"); m1=$(med "$T/b1")
@@ -134,9 +135,17 @@ scenario without "" >"$T/r0"
 scenario with yes >"$T/r1"
 sed 's/^/# without: /' "$T/r0"
 sed 's/^/# with:    /' "$T/r1"
+FILES="r0 r1"
+if [ "$ENVNAME" = kernel ]; then
+    # nothing is refused on the kernel, so the trap path is normally not
+    # installed; force it on to check that it changes nothing for dockerd
+    scenario forced forced >"$T/r2"
+    sed 's/^/# forced:  /' "$T/r2"
+    FILES="r0 r1 r2"
+fi
 v() { grep "^R $2 " "$1" | head -1 | cut -d' ' -f3-; }
-for f in r0 r1; do
-    tag=$([ $f = r0 ] && echo without || echo with)
+for f in $FILES; do
+    case $f in r0) tag=without ;; r1) tag=with ;; *) tag=with-forced-trap ;; esac
     case "$(v "$T/$f" ready)" in ''|never-ready) fail "dockerd-starts-$tag" "$(v "$T/$f" ready)" ;; *) ok "dockerd-starts-$tag" ;; esac
     [ "$(v "$T/$f" bridged-run)" = ok ] && ok "bridged-container-$tag" || fail "bridged-container-$tag" "$(v "$T/$f" bridged-run)"
     [ "$(v "$T/$f" bridged-to-bridged)" = hello-from-parent ] && ok "container-to-container-$tag" || fail "container-to-container-$tag" "$(v "$T/$f" bridged-to-bridged)"
@@ -146,4 +155,8 @@ done
 a=$(grep -v '^R ready\|^R preload-log' "$T/r0")
 b=$(grep -v '^R ready\|^R preload-log' "$T/r1")
 [ "$a" = "$b" ] && ok dockerd-no-regression || fail dockerd-no-regression "results differ with the preload"
+if [ -f "$T/r2" ]; then
+    c=$(grep -v '^R ready\|^R preload-log' "$T/r2")
+    [ "$a" = "$c" ] && ok dockerd-no-regression-forced-trap || fail dockerd-no-regression-forced-trap "results differ with the trap path forced"
+fi
 exit $FAILED

@@ -122,12 +122,26 @@ else
 fi
 check_latency go-subscribe-with-preload "$g1"
 if [ "$ENVNAME" = kernel ]; then
-    if ! grep -q "seccomp trap path active" "$T/log.go" 2>/dev/null; then
-        fail go-subscribe-kernel-untouched "the preload did not load"
+    if ! grep -q "nothing to fix here" "$T/log.go" 2>/dev/null; then
+        fail go-subscribe-kernel-untouched "the start-up probe did not find a complete kernel: $(tr '\n' ' ' <"$T/log.go" | cut -c1-300)"
     elif grep -q "refused" "$T/log.go" 2>/dev/null; then
         fail go-subscribe-kernel-untouched "$(grep refused "$T/log.go" | head -1)"
     else
         ok go-subscribe-kernel-untouched
+    fi
+fi
+
+if [ "$ENVNAME" = kernel ]; then
+    # 4. the trap path itself (forced on, although nothing is refused here)
+    # must not change what the program sees
+    g2=$(timeout 20 env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 CONDUCTOR_PRELOAD_LOG="$T/log.force" "$NLSUB" subscribe -n 20 2>&1)
+    echo "# with preload, trap path forced: $g2"
+    if ! grep -q "seccomp trap path active" "$T/log.force" 2>/dev/null; then
+        fail go-subscribe-forced-trap "trap path not active: $(tr '\n' ' ' <"$T/log.force" | cut -c1-300)"
+    elif grep -q "refused" "$T/log.force"; then
+        fail go-subscribe-forced-trap "$(grep refused "$T/log.force" | head -1)"
+    else
+        check_latency go-subscribe-forced-trap "$g2"
     fi
 fi
 
@@ -145,12 +159,14 @@ fi
 # 5. children of a preloaded program are unaffected
 c0=$(timeout 20 "$NLSUB" children 2>&1)
 c1=$(timeout 20 env LD_PRELOAD="$LIB" "$NLSUB" children 2>&1)
+c2=$(timeout 20 env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 "$NLSUB" children 2>&1)
 cg0=$(echo "$c0" | grep '^child-go')
 cg1=$(echo "$c1" | grep '^child-go')
-if [ -n "$cg1" ] && [ "$cg0" = "$cg1" ]; then
+cg2=$(echo "$c2" | grep '^child-go')
+if [ -n "$cg1" ] && [ "$cg0" = "$cg1" ] && [ "$cg0" = "$cg2" ]; then
     ok child-go-unaffected
 else
-    fail child-go-unaffected "without: [$cg0] with: [$cg1]"
+    fail child-go-unaffected "without: [$cg0] with: [$cg1] with forced trap path: [$cg2]"
 fi
 case "$c1" in *"child-sh: LD_PRELOAD=[] ip-ok (exit: <nil>)"*) ok child-env-scrubbed ;;
     *) fail child-env-scrubbed "$c1" ;; esac
