@@ -34,7 +34,7 @@ fn run(fd: i32) -> Verdict {
     let groups = (netlink::GRP_LINK | netlink::GRP_IPV4_IFADDR | netlink::GRP_IPV6_IFADDR) as u32;
     let a = SockaddrNl { pid: 0, groups }.to_bytes();
     if sys::bind_raw(fd, a.as_ptr(), a.len() as u32) < 0 {
-        return Verdict::Refuses("subscription bind refused");
+        return Verdict::Refuses("subscriptions are not permitted here");
     }
     let tv = libc::timeval {
         tv_sec: 1,
@@ -59,7 +59,7 @@ fn run(fd: i32) -> Verdict {
     };
     req[..16].copy_from_slice(&h.to_bytes());
     if sys::send(fd, &req, 0).is_err() {
-        return Verdict::Refuses("request refused");
+        return Verdict::Refuses("requests cannot be sent");
     }
     let mut buf = vec![0u8; 32 * 1024];
     for _ in 0..64 {
@@ -72,7 +72,9 @@ fn run(fd: i32) -> Verdict {
             }
             match m.hdr.ty {
                 netlink::NLMSG_DONE => return Verdict::Complete,
-                netlink::NLMSG_ERROR => return Verdict::Refuses("neighbour dump refused"),
+                netlink::NLMSG_ERROR => {
+                    return Verdict::Refuses("neighbour dumps are not supported here")
+                }
                 _ => {}
             }
         }
