@@ -145,6 +145,10 @@ if [ "$ENVNAME" = kernel ]; then
     fi
 fi
 
+# SIGSYS not raised by the filter still reaches the program's own handler
+ss=$(timeout 20 env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 "$NLSUB" sigsys 2>&1)
+case "$ss" in ok*) ok sigsys-chained ;; *) fail sigsys-chained "$ss" ;; esac
+
 # 2b. subscription inside another namespace (moby >= 28 waitForIfUpped)
 NS=plns$$
 if ip netns add "$NS" 2>/dev/null; then

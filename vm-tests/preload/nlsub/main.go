@@ -6,6 +6,7 @@
 //	                         its MTU N times, report event latencies
 //	nlsub subscribe-ns NS     subscribe inside named netns NS, wait for a
 //	                         link created there (moby's waitForIfUpped)
+//	nlsub sigsys             check SIGSYS still reaches the program's handler
 //	nlsub plain              try a plain LinkSubscribe, print the outcome
 //	nlsub bench [-n N]       ns per getppid and per netlink setsockopt
 //	nlsub children           spawn children (itself in "plain" mode, and a
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"sort"
 	"strconv"
@@ -171,6 +173,20 @@ func subscribeNs(name string) {
 	}
 }
 
+// sigsys: a SIGSYS that did not come from the preload's filter must still
+// reach the program's own handler (here: Go's, via signal.Notify).
+func sigsys() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGSYS)
+	syscall.Kill(os.Getpid(), syscall.SIGSYS)
+	select {
+	case <-c:
+		fmt.Println("ok sigsys delivered to the program's handler")
+	case <-time.After(3 * time.Second):
+		fail("SIGSYS not delivered to the program's handler")
+	}
+}
+
 func plain() {
 	ch := make(chan netlink.LinkUpdate)
 	done := make(chan struct{})
@@ -255,6 +271,8 @@ func main() {
 		subscribe(n)
 	case "plain":
 		plain()
+	case "sigsys":
+		sigsys()
 	case "subscribe-ns":
 		if len(os.Args) < 3 {
 			fail("usage: nlsub subscribe-ns NETNS")
