@@ -201,8 +201,9 @@ pub const NRS: Nrs = Nrs {
 
 const SOL_NETLINK: u32 = 270;
 
-/// The filter installed at start: traps bind, connect, sendmsg, sendto (to a
-/// 12-byte address or none) and setsockopt(SOL_NETLINK, ...) made from `ranges`.
+/// The filter installed at start: traps bind and connect with a 12-byte
+/// address, sendto to a 12-byte address or none, every sendmsg, and
+/// setsockopt(SOL_NETLINK, ...), when made from `ranges`.
 pub fn base_filter(n: &Nrs, ranges: &[Range]) -> Option<Vec<sock_filter>> {
     let mut a = Asm::default();
     let allow = a.label();
@@ -210,14 +211,15 @@ pub fn base_filter(n: &Nrs, ranges: &[Range]) -> Option<Vec<sock_filter>> {
     let ipchk = a.label();
     let sendto = a.label();
     let setsock = a.label();
+    let addrlen = a.label();
     let l: Vec<Label> = (0..6).map(|_| a.label()).collect();
     a.push(Ins::Ld(OFF_ARCH));
     a.push(Ins::Jeq(AUDIT_ARCH, l[0], allow));
     a.push(Ins::Here(l[0]));
     a.push(Ins::Ld(OFF_NR));
-    a.push(Ins::Jeq(n.bind, ipchk, l[1]));
+    a.push(Ins::Jeq(n.bind, addrlen, l[1]));
     a.push(Ins::Here(l[1]));
-    a.push(Ins::Jeq(n.connect, ipchk, l[2]));
+    a.push(Ins::Jeq(n.connect, addrlen, l[2]));
     a.push(Ins::Here(l[2]));
     a.push(Ins::Jeq(n.sendmsg, ipchk, l[3]));
     a.push(Ins::Here(l[3]));
@@ -229,6 +231,10 @@ pub fn base_filter(n: &Nrs, ranges: &[Range]) -> Option<Vec<sock_filter>> {
     a.push(Ins::Jeq(12, ipchk, l[5]));
     a.push(Ins::Here(l[5]));
     a.push(Ins::Jeq(0, ipchk, allow));
+    // bind/connect: only with a 12-byte address (sizeof(struct sockaddr_nl))
+    a.push(Ins::Here(addrlen));
+    a.push(Ins::Ld(off_arg_lo(2)));
+    a.push(Ins::Jeq(12, ipchk, allow));
     a.push(Ins::Here(setsock));
     a.push(Ins::Ld(off_arg_lo(1)));
     a.push(Ins::Jeq(SOL_NETLINK, ipchk, allow));
@@ -361,9 +367,27 @@ mod tests {
         let outside = 0x7fff_0000_2000;
         assert_eq!(run(&p, &d(NRS.bind, inside, [3, 0, 12, 0, 0, 0])), Some(T));
         assert_eq!(run(&p, &d(NRS.bind, outside, [3, 0, 12, 0, 0, 0])), Some(A));
-        assert_eq!(run(&p, &d(NRS.bind, 0x5555_0020_0000, [0; 6])), Some(A));
-        assert_eq!(run(&p, &d(NRS.bind, 0x5555_0000_1000, [0; 6])), Some(T));
-        assert_eq!(run(&p, &d(NRS.bind, 0x5555_0000_0fff, [0; 6])), Some(A));
+        assert_eq!(
+            run(&p, &d(NRS.bind, 0x5555_0020_0000, [3, 0, 12, 0, 0, 0])),
+            Some(A)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.bind, 0x5555_0000_1000, [3, 0, 12, 0, 0, 0])),
+            Some(T)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.bind, 0x5555_0000_0fff, [3, 0, 12, 0, 0, 0])),
+            Some(A)
+        );
+        assert_eq!(run(&p, &d(NRS.bind, inside, [3, 0, 16, 0, 0, 0])), Some(A));
+        assert_eq!(
+            run(&p, &d(NRS.connect, inside, [3, 0, 110, 0, 0, 0])),
+            Some(A)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.connect, inside, [3, 0, 12, 0, 0, 0])),
+            Some(T)
+        );
         assert_eq!(run(&p, &d(NRS.read, inside, [0; 6])), Some(A));
         assert_eq!(run(&p, &d(NRS.sendmsg, inside, [0; 6])), Some(T));
         assert_eq!(
@@ -402,7 +426,11 @@ mod tests {
             (0x2_0000_1fff, T),
             (0x2_0000_2000, A),
         ] {
-            assert_eq!(run(&p, &d(NRS.connect, ip, [0; 6])), Some(want), "{ip:x}");
+            assert_eq!(
+                run(&p, &d(NRS.connect, ip, [0, 0, 12, 0, 0, 0])),
+                Some(want),
+                "{ip:x}"
+            );
         }
         assert!(base_filter(
             &NRS,
@@ -427,9 +455,9 @@ mod tests {
             },
         ];
         let p = base_filter(&NRS, &r).unwrap();
-        assert_eq!(run(&p, &d(NRS.bind, 0x1800, [0; 6])), Some(T));
-        assert_eq!(run(&p, &d(NRS.bind, 0x8800, [0; 6])), Some(T));
-        assert_eq!(run(&p, &d(NRS.bind, 0x3000, [0; 6])), Some(A));
+        assert_eq!(run(&p, &d(NRS.bind, 0x1800, [0, 0, 12, 0, 0, 0])), Some(T));
+        assert_eq!(run(&p, &d(NRS.bind, 0x8800, [0, 0, 12, 0, 0, 0])), Some(T));
+        assert_eq!(run(&p, &d(NRS.bind, 0x3000, [0, 0, 12, 0, 0, 0])), Some(A));
     }
 
     #[test]

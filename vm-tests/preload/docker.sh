@@ -112,7 +112,8 @@ scenario() {
     stop_daemon
     if [ -n "$2" ]; then
         echo "R preload-log trap active in dockerd: $(grep -c 'seccomp trap path active' "$CUR/preload.log" 2>/dev/null) process(es); $(grep -c ' trap ' "$CUR/preload.log" 2>/dev/null) trapped calls; $(grep -c refused "$CUR/preload.log" 2>/dev/null) refusals handled"
-        grep refused "$CUR/preload.log" 2>/dev/null | sort | uniq -c | sort -rn | head -5 | sed 's/^/# refusal: /' 
+        grep refused "$CUR/preload.log" 2>/dev/null | sort | uniq -c | sort -rn | head -5 | sed 's/^/# refusal: /'
+        sed -n 's/.* trap \([a-z]*\)(.*/\1/p' "$CUR/preload.log" 2>/dev/null | sort | uniq -c | sort -rn | tr '\n' ' ' | sed 's/^/# trapped: /; s/$/\n/' 
     fi
 }
 
