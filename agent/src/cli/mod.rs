@@ -53,6 +53,23 @@ pub enum Command {
     Doctor,
     /// Run a self-contained demonstration in throwaway namespaces.
     Demo(DemoArgs),
+    /// Send one raw request to the API and print the answer's body (exit 1
+    /// on an HTTP error status). For debugging and tests.
+    Api(ApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// GET, POST, DELETE, ...
+    pub method: String,
+    /// e.g. /v1/status
+    pub path: String,
+    /// Request body.
+    #[arg(long, conflicts_with = "data_file")]
+    pub data: Option<String>,
+    /// Request body from a file ("-" for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub data_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -395,6 +412,30 @@ async fn client_command(client: &Client, command: Command, json: bool) -> Result
                 print!("{}", output::status_tree(&status));
                 Ok(())
             }
+        }
+        Command::Api(args) => {
+            let body = match (args.data, args.data_file) {
+                (Some(d), _) => Some(d.into_bytes()),
+                (None, Some(f)) if f.as_os_str() == "-" => {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                        .map_err(|e| Error::Client(format!("read stdin: {e}")))?;
+                    Some(buf)
+                }
+                (None, Some(f)) => Some(
+                    std::fs::read(&f)
+                        .map_err(|e| Error::Client(format!("read {}: {e}", f.display())))?,
+                ),
+                (None, None) => None,
+            };
+            let reply = client
+                .raw(&args.method.to_uppercase(), &args.path, body)
+                .await?;
+            println!("{}", String::from_utf8_lossy(&reply.body));
+            if reply.status >= 400 {
+                return Err(Error::Client(format!("HTTP {}", reply.status)));
+            }
+            Ok(())
         }
         Command::Serve(_) | Command::Doctor | Command::Demo(_) => Ok(()),
     }
