@@ -307,7 +307,11 @@ fn recv(nr: i64, fd: i32, a: [usize; 6]) -> isize {
             continue;
         }
         if !netlink::is_doorbell_reply(&head[..n]) {
-            return syscall6(nr, a);
+            let r = syscall6(nr, a);
+            if r > 0 && netlink::is_echo_reply(&head[..n]) {
+                normalize_echo(&dest, r as usize);
+            }
+            return r;
         }
         let q = sub.take(peek);
         if !peek || q.is_none() {
@@ -316,6 +320,46 @@ fn recv(nr: i64, fd: i32, a: [usize; 6]) -> isize {
         }
         let Some(q) = q else { continue };
         return deliver(&q, &dest, flags);
+    }
+}
+
+/// Make an echoed RTM_NEWLINK look exactly like the kernel's multicast:
+/// sequence 0, port id 0, sender address groups = RTNLGRP_LINK.
+fn normalize_echo(dest: &Dest, got: usize) {
+    let (buf, len, addr) = match *dest {
+        Dest::Plain {
+            buf,
+            len,
+            addr,
+            alen,
+        } => (buf, len.min(got), if alen != 0 { addr } else { 0 }),
+        Dest::Msg { msg } => {
+            // SAFETY: the kernel just filled this msghdr and its first iovec.
+            unsafe {
+                let m = &*(msg as *const libc::msghdr);
+                if m.msg_iovlen == 0 || m.msg_iov.is_null() {
+                    return;
+                }
+                let iov = &*m.msg_iov;
+                let name = if m.msg_namelen as usize >= netlink::SOCKADDR_NL_LEN {
+                    m.msg_name as usize
+                } else {
+                    0
+                };
+                (iov.iov_base as usize, iov.iov_len.min(got), name)
+            }
+        }
+    };
+    if buf == 0 || len < netlink::NLMSG_HDRLEN {
+        return;
+    }
+    // SAFETY: `len` bytes at `buf` were just written by the kernel into the
+    // program's own buffer; we rewrite 8 bytes of the first header.
+    let data = unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, len) };
+    if netlink::normalize_echo_header(data) && addr != 0 {
+        let g = (netlink::GRP_LINK as u32).to_ne_bytes();
+        // SAFETY: the kernel just wrote a sockaddr_nl (>= 12 bytes) there.
+        unsafe { core::ptr::copy_nonoverlapping(g.as_ptr(), (addr + 8) as *mut u8, 4) };
     }
 }
 

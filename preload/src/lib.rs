@@ -179,6 +179,11 @@ pub fn fuzz_one(data: &[u8]) {
         }
     }
     let _ = netlink::is_doorbell_reply(data);
+    let mut copy = data.to_vec();
+    if netlink::normalize_echo_header(&mut copy) {
+        assert_eq!(&copy[..8], &data[..8]);
+        assert_eq!(&copy[16..], &data[16..]);
+    }
     let _ = netlink::SockaddrNl::parse(data);
     for kind in [events::Kind::Link, events::Kind::Addr] {
         let half = data.len() / 2;

@@ -226,6 +226,21 @@ pub fn echo_request(index: i32) -> [u8; 32] {
     o
 }
 
+/// Whether a datagram is the kernel's answer to an echo.
+pub fn is_echo_reply(b: &[u8]) -> bool {
+    matches!(NlHdr::parse(b), Some(h) if h.ty == RTM_NEWLINK && h.seq == ECHO_SEQ)
+}
+
+/// Rewrite an echo answer's first header to look like a notification
+/// (sequence 0, port id 0). False (and nothing changed) if it is not one.
+pub fn normalize_echo_header(b: &mut [u8]) -> bool {
+    if !is_echo_reply(b) {
+        return false;
+    }
+    b[8..16].fill(0);
+    true
+}
+
 /// Whether a datagram is an error answering an echo (the link vanished).
 pub fn is_echo_error(b: &[u8]) -> bool {
     matches!(NlHdr::parse(b), Some(h) if h.ty == NLMSG_ERROR && h.seq == ECHO_SEQ)
@@ -467,6 +482,14 @@ mod tests {
         assert!(is_echo_error(&make_ack(&h, 1, -19)));
         assert!(!is_echo_error(&make_ack(&NlHdr { seq: 1, ..h }, 1, -19)));
         assert!(!is_doorbell_reply(&make_ack(&h, 1, -19)));
+        let mut reply = make_event(&make_done(1, 1), RTM_NEWLINK).unwrap();
+        reply[8..12].copy_from_slice(&ECHO_SEQ.to_ne_bytes());
+        reply[12..16].copy_from_slice(&55u32.to_ne_bytes());
+        assert!(is_echo_reply(&reply));
+        assert!(normalize_echo_header(&mut reply));
+        let n = NlHdr::parse(&reply).unwrap();
+        assert_eq!((n.seq, n.pid), (0, 0));
+        assert!(!normalize_echo_header(&mut reply));
     }
 
     #[test]

@@ -105,6 +105,7 @@ func subscribe(n int) {
 	}
 	// Latency samples: MTU changes (gVisor does not model link down).
 	var lat []time.Duration
+	badHdr := 0
 	for i := 0; i < n; i++ {
 		mtu := 1400 + (i%2)*50
 		t0 := time.Now()
@@ -118,6 +119,10 @@ func subscribe(n int) {
 			case u := <-ch:
 				// gVisor reports MTU minus the 14-byte Ethernet header.
 				if u.Attrs().Name == a && (u.Attrs().MTU == mtu || u.Attrs().MTU == mtu-14) {
+					// a notification carries sequence 0 and port id 0
+					if u.Header.Seq != 0 || u.Header.Pid != 0 {
+						badHdr++
+					}
 					lat = append(lat, time.Since(t0))
 					got = true
 				}
@@ -134,6 +139,9 @@ func subscribe(n int) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	p := func(q float64) float64 {
 		return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000
+	}
+	if badHdr > 0 {
+		fail("%d events did not carry sequence 0 / port id 0", badHdr)
 	}
 	fmt.Printf("ok existing=%d up_ms=%.2f samples=%d p50_ms=%.2f p99_ms=%.2f max_ms=%.2f\n",
 		existing, float64(upLat.Microseconds())/1000, len(lat), p(0.5), p(0.99), p(1.0))
