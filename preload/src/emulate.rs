@@ -92,7 +92,7 @@ pub fn dispatch(nr: i64, a: [usize; 6], origin: Origin) -> isize {
         }
         libc::SYS_sendmsg => {
             let r = sendmsg(fd, a);
-            if r >= 0 && a[1] != 0 {
+            if r >= 0 && a[1] != 0 && first_is_candidate(a[1]) {
                 let req = gather(a[1]);
                 after_send(fd, &req, origin);
             }
@@ -434,6 +434,25 @@ fn deliver(q: &Queued, dest: &Dest, flags: i32) -> isize {
             }
         }
     }
+}
+
+/// Cheap pre-check on a sendmsg's first iovec: does it start with a request
+/// header of a type the preload may have to fix?
+fn first_is_candidate(msg: usize) -> bool {
+    // SAFETY: the kernel just accepted this msghdr and its iovecs; we read
+    // at most the first 16 bytes of the first one.
+    let head = unsafe {
+        let m = &*(msg as *const libc::msghdr);
+        if m.msg_iovlen == 0 || m.msg_iov.is_null() {
+            return false;
+        }
+        let iov = &*m.msg_iov;
+        if iov.iov_base.is_null() || iov.iov_len < netlink::NLMSG_HDRLEN {
+            return false;
+        }
+        core::slice::from_raw_parts(iov.iov_base as *const u8, netlink::NLMSG_HDRLEN)
+    };
+    rewrite::candidate_type(head)
 }
 
 /// Concatenate the iovecs of a sendmsg (first 64 KiB).

@@ -197,6 +197,7 @@ pub fn fuzz_one(data: &[u8]) {
         }
     }
     if let Some(h) = rewrite::candidate(data) {
+        assert!(rewrite::candidate_type(data));
         let _ = rewrite::reply_error(data, &h);
         for err in [
             -libc::EOPNOTSUPP,

@@ -53,6 +53,25 @@ pub fn candidate(buf: &[u8]) -> Option<NlHdr> {
     }
 }
 
+/// Whether a header (first 16 bytes) is a request of a type `candidate`
+/// may accept; a cheap filter before gathering the whole message.
+pub fn candidate_type(head: &[u8]) -> bool {
+    match NlHdr::parse(head) {
+        Some(h) => {
+            h.flags & netlink::NLM_F_REQUEST != 0
+                && matches!(
+                    h.ty,
+                    netlink::RTM_NEWNEIGH
+                        | netlink::RTM_GETNEIGH
+                        | netlink::RTM_NEWLINK
+                        | netlink::RTM_SETLINK
+                        | netlink::RTM_NEWADDR
+                )
+        }
+        None => false,
+    }
+}
+
 /// Whether `err` (a negative errno from an NLMSG_ERROR) is a sandbox refusal.
 pub fn is_refusal(err: i32) -> bool {
     matches!(
@@ -278,6 +297,15 @@ mod tests {
         let mm = messages(&msg).next().unwrap();
         let tys: Vec<u16> = attrs(&mm.payload[8..]).map(|a| a.ty).collect();
         assert_eq!(tys, vec![2, 1]);
+    }
+
+    #[test]
+    fn candidate_prefilter_agrees() {
+        let m = msg(netlink::RTM_NEWNEIGH, NLM_F_REQUEST, &[0; 12], &[]);
+        assert!(candidate_type(&m[..16]) && candidate(&m).is_some());
+        let g = msg(netlink::RTM_GETLINK, NLM_F_REQUEST, &[0; 16], &[]);
+        assert!(!candidate_type(&g[..16]));
+        assert!(!candidate_type(&[0; 8]));
     }
 
     #[test]
