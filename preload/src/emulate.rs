@@ -123,6 +123,28 @@ fn bind(fd: i32, a: [usize; 6], origin: Origin) -> isize {
     if !is_route_netlink(fd) {
         return r;
     }
+    // Newer gVisor accepts RTNLGRP_LINK alone: keep what the sandbox takes
+    // and synthesize only the rest.
+    let link = addr.groups & netlink::GRP_LINK as u32;
+    if link != 0 && addr.groups != link {
+        let only_link = SockaddrNl {
+            groups: link,
+            ..addr
+        }
+        .to_bytes();
+        if sys::bind_raw(fd, only_link.as_ptr(), only_link.len() as u32) == 0 {
+            let rest = (addr.groups & !link) as u64;
+            let ok = subs::degrade(fd, rest, origin == Origin::Trap);
+            crate::plog!(
+                "bind(fd {}, groups {:#x}) refused ({}): bound with the link group only, other events {}",
+                fd,
+                addr.groups,
+                r,
+                if ok { "synthesized" } else { "unavailable" }
+            );
+            return 0;
+        }
+    }
     let stripped = SockaddrNl { groups: 0, ..addr }.to_bytes();
     let r2 = sys::bind_raw(fd, stripped.as_ptr(), stripped.len() as u32);
     if r2 != 0 {

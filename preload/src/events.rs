@@ -164,6 +164,22 @@ impl Table {
     }
 }
 
+/// Order one poll's events as the kernel would have sent them: new/changed
+/// links, then address removals, address additions, and link removals last
+/// (a deleted link's addresses go before the link itself).
+pub fn merge(links: Vec<Event>, addrs: Vec<Event>) -> Vec<Event> {
+    let is = |e: &Event, ty: u16| NlHdr::parse(&e.msg).map(|h| h.ty == ty).unwrap_or(false);
+    let (link_del, link_new): (Vec<_>, Vec<_>) =
+        links.into_iter().partition(|e| is(e, netlink::RTM_DELLINK));
+    let (addr_del, addr_new): (Vec<_>, Vec<_>) =
+        addrs.into_iter().partition(|e| is(e, netlink::RTM_DELADDR));
+    let mut out = link_new;
+    out.extend(addr_del);
+    out.extend(addr_new);
+    out.extend(link_del);
+    out
+}
+
 fn group_of(kind: Kind, msg: &[u8]) -> u64 {
     match kind {
         Kind::Link => netlink::GRP_LINK,
@@ -289,6 +305,28 @@ mod tests {
         assert!(back
             .iter()
             .all(|e| NlHdr::parse(&e.msg).unwrap().ty == netlink::RTM_DELADDR));
+    }
+
+    #[test]
+    fn merged_order_matches_the_kernel() {
+        let l0 = table(Kind::Link, &[link(1, 1, "lo", 0), link(3, 1, "br", 0)]);
+        let l1 = table(Kind::Link, &[link(1, 1, "lo", 0), link(4, 1, "new", 0)]);
+        let a0 = table(Kind::Addr, &[addr(3, 2, &[10, 0, 0, 1])]);
+        let a1 = table(Kind::Addr, &[addr(4, 2, &[10, 0, 0, 2])]);
+        let ev = merge(l0.diff(&l1, Kind::Link), a0.diff(&a1, Kind::Addr));
+        let tys: Vec<u16> = ev
+            .iter()
+            .map(|e| NlHdr::parse(&e.msg).unwrap().ty)
+            .collect();
+        assert_eq!(
+            tys,
+            vec![
+                RTM_NEWLINK,
+                netlink::RTM_DELADDR,
+                netlink::RTM_NEWADDR,
+                RTM_DELLINK
+            ]
+        );
     }
 
     #[test]

@@ -333,7 +333,8 @@ impl Sub {
         } else {
             None
         };
-        let mut events = Vec::new();
+        let mut link_events = Vec::new();
+        let mut addr_events = Vec::new();
         {
             let Ok(mut i) = self.inner.lock() else { return };
             if i.closed {
@@ -341,18 +342,18 @@ impl Sub {
             }
             if let Some(new) = links {
                 if let Some(old) = &i.links {
-                    events.extend(old.diff(&new, Kind::Link));
+                    link_events = old.diff(&new, Kind::Link);
                 }
                 i.links = Some(new);
             }
             if let Some(new) = addrs {
                 if let Some(old) = &i.addrs {
-                    events.extend(old.diff(&new, Kind::Addr));
+                    addr_events = old.diff(&new, Kind::Addr);
                 }
                 i.addrs = Some(new);
             }
         }
-        for e in events {
+        for e in crate::events::merge(link_events, addr_events) {
             if e.group & groups == 0 {
                 continue;
             }

@@ -96,6 +96,26 @@ if [ "$ENVNAME" = kernel ]; then
     fi
 fi
 
+# 1b. address events and deletions (RTM_NEWADDR/DELADDR/DELLINK) via the preload
+am=$T/mon.addr
+LD_PRELOAD=$LIB ip monitor link address >"$am" 2>&1 &
+ap=$!
+PIDS="$PIDS $ap"
+sleep 0.5
+an=bra$$
+LINKS="$LINKS $an"
+ip link add "$an" type bridge && ip addr add 10.77.0.1/24 dev "$an" && sleep 0.3 &&
+    ip addr del 10.77.0.1/24 dev "$an" && ip link del "$an"
+i=0
+while [ $i -lt 30 ] && ! grep -q "^Deleted.*$an:" "$am"; do sleep 0.1; i=$((i + 1)); done
+kill "$ap" 2>/dev/null
+if grep -q "^[0-9]*: $an.*inet 10.77.0.1/24" "$am" && grep -q "^Deleted.*$an.*inet 10.77.0.1/24" "$am" &&
+    grep -q "^Deleted.*$an:" "$am"; then
+    ok ip-monitor-address-and-delete-events
+else
+    fail ip-monitor-address-and-delete-events "$(tr '\n' ' ' <"$am" | cut -c1-400)"
+fi
+
 # 2. cgo Go program, vishvananda/netlink LinkSubscribeWithOptions{ListExisting}
 g0=$(timeout 20 "$NLSUB" subscribe -n 20 2>&1)
 g1=$(timeout 20 env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_LOG="$T/log.go" "$NLSUB" subscribe -n 20 2>&1)
