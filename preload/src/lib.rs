@@ -190,7 +190,9 @@ pub fn fuzz_one(data: &[u8]) {
         let a = events::Table::from_messages(kind, [&data[..half]]);
         let b = events::Table::from_messages(kind, [&data[half..]]);
         assert!(a.diff(&a, kind).is_empty());
-        for e in a.diff(&b, kind) {
+        let d = a.diff(&b, kind);
+        assert_eq!(events::merge(d.clone(), Vec::new()).len(), d.len());
+        for e in d {
             let h = NlHdr::parse(&e.msg).expect("event header");
             assert_eq!(h.len as usize, e.msg.len());
             assert_eq!((h.seq, h.pid), (0, 0));
