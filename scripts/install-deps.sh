@@ -15,7 +15,7 @@ fi
 
 apt-get update
 apt-get install -y --no-install-recommends \
-    ca-certificates iproute2 iptables nftables busybox-static util-linux procps \
+    ca-certificates iproute2 iptables nftables busybox-static util-linux procps jq \
     containernetworking-plugins docker.io \
     golang-go golang-github-vishvananda-netlink-dev \
     build-essential pkg-config
