@@ -44,6 +44,10 @@ pub struct Config {
     pub mtu: u32,
     /// fsync state files and their directory (turn off only on tmpfs).
     pub fsync: bool,
+    /// Also fsync endpoint records. Off by default: an endpoint cannot
+    /// outlive a machine crash, and write + rename already survive a daemon
+    /// crash (see `state`).
+    pub fsync_endpoints: bool,
     /// Probe the environment (like `doctor`) at start-up.
     pub startup_probe: bool,
     /// Host-side netlink connections used in parallel (veth deletion waits
@@ -62,6 +66,7 @@ impl Default for Config {
             pool_prefix: 24,
             mtu: 1500,
             fsync: true,
+            fsync_endpoints: false,
             startup_probe: true,
             netlink_connections: 16,
         }

@@ -48,7 +48,8 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     if !opts.fake_kernel {
         privileges::require()?;
     }
-    let store = Store::open(&config.state_dir, config.fsync)?;
+    let store =
+        Store::open(&config.state_dir, config.fsync)?.with_endpoint_fsync(config.fsync_endpoints);
     let group = config
         .socket_group
         .as_deref()

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
-use netns::{EndpointSpec, Handle, Netns};
+use netns::{EndpointSpec, Handle, Netns, Route};
 
 use crate::error::{Error, Result};
 use crate::kernel::{BridgeInfo, EndpointPlan, Kernel};
@@ -19,6 +19,7 @@ use crate::platform::Platform;
 pub struct NetnsKernel {
     handles: Vec<Handle>,
     next: AtomicUsize,
+    deletions: Arc<tokio::sync::Semaphore>,
     bridges: Mutex<HashMap<String, u32>>,
     platform: Platform,
 }
@@ -36,6 +37,7 @@ impl NetnsKernel {
         Ok(NetnsKernel {
             handles,
             next: AtomicUsize::new(0),
+            deletions: Arc::new(tokio::sync::Semaphore::new(connections.max(1))),
             bridges: Mutex::new(HashMap::new()),
             platform,
         })
@@ -98,6 +100,44 @@ pub fn open_target(target: &Target) -> Result<Netns> {
             Error::kernel(format!("open {}", target.describe()), e)
         }
     })
+}
+
+/// Delete a link by name from a blocking thread (in the daemon's namespace,
+/// which every thread of the process shares).
+fn delete_link_blocking(name: &str) -> Result<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::Internal(format!("deletion runtime: {e}")))?;
+    rt.block_on(async {
+        let h = Handle::current().map_err(|e| Error::kernel("open a netlink connection", e))?;
+        let link = match h.link_by_name(name).await {
+            Ok(l) => l,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(Error::kernel(format!("look up link {name:?}"), e)),
+        };
+        match h.delete_link(link.index).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(Error::kernel(format!("delete link {name:?}"), e)),
+        }
+    })
+}
+
+/// Default routes via `gateways` out of link `oif` inside `ns`, in one batch.
+async fn add_default_routes(
+    ns: &Netns,
+    oif: u32,
+    gateways: &[std::net::IpAddr],
+) -> netns::Result<()> {
+    let inside = Handle::open(ns)?;
+    let mut batch = inside.batch();
+    for gw in gateways {
+        let mut route = Route::default_via(*gw);
+        route.oif = Some(oif);
+        batch = batch.add_route(&route)?;
+    }
+    batch.commit().await
 }
 
 fn ignore_exists(r: netns::Result<()>) -> netns::Result<()> {
@@ -166,34 +206,61 @@ impl Kernel for NetnsKernel {
         })
     }
 
+    /// The kernel executes a netlink request inside the `sendmsg` that
+    /// carries it, and a veth deletion waits there for an RCU grace period
+    /// (~20 ms): on a tokio worker that would stall every other request. So
+    /// deletions run on blocking-pool threads, each with its own netlink
+    /// socket, up to `netlink_connections` at once: their waits overlap.
     async fn delete_link(&self, name: &str) -> Result<bool> {
         self.cache_bridge(name, None);
-        let h = self.handle();
-        let link = match h.link_by_name(name).await {
-            Ok(l) => l,
-            Err(e) if e.is_not_found() => return Ok(false),
-            Err(e) => return Err(Error::kernel(format!("look up link {name:?}"), e)),
-        };
-        match h.delete_link(link.index).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(Error::kernel(format!("delete link {name:?}"), e)),
-        }
+        let _permit = self
+            .deletions
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Internal(format!("deletion queue: {e}")))?;
+        let owned = name.to_string();
+        tokio::task::spawn_blocking(move || delete_link_blocking(&owned))
+            .await
+            .map_err(|e| Error::Internal(format!("deletion thread: {e}")))?
     }
 
     async fn create_endpoint(&self, ns: &Netns, plan: &EndpointPlan) -> Result<()> {
         let bridge = self.bridge_index(&plan.bridge).await?;
+        // gVisor (20240729) routes nothing through a default route without an
+        // output interface ("No route to host"), and keeps such a route after
+        // its link is deleted (so a re-attach collides with it). A route
+        // with RTA_OIF works and goes away with its link. netns's
+        // create_endpoint adds gateway routes without an interface, so here
+        // they are added separately with one.
+        // TODO(lead): give netns::create_endpoint's default routes the peer's
+        // index as oif (on every platform), and drop this second round trip.
+        let own_routes = self.platform.is_gvisor() && !plan.gateways.is_empty();
         let spec = EndpointSpec {
             host_ifname: &plan.host_ifname,
             ifname: &plan.ifname,
             netns: ns,
             bridge,
             addresses: &plan.addresses,
-            gateways: &plan.gateways,
+            gateways: if own_routes { &[] } else { &plan.gateways },
             mtu: Some(plan.mtu),
             mac: Some(plan.mac),
         };
         let result = netns::create_endpoint(self.handle(), &spec).await;
+        let result = match result {
+            Ok(ep) if own_routes => {
+                match add_default_routes(ns, ep.inner.index, &plan.gateways).await {
+                    Ok(()) => Ok(ep),
+                    Err(e) => {
+                        if let Err(undo) = self.handle().delete_link(ep.host.index).await {
+                            tracing::warn!(error = %undo, "rollback of {} failed", plan.host_ifname);
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            other => other,
+        };
         match result {
             Ok(_) => Ok(()),
             Err(e) => {

@@ -3,6 +3,13 @@
 //! it, rename it over the old one, fsync the directory), so a crash at any
 //! moment leaves either the old or the new file, never a torn one.
 //!
+//! Endpoint records skip the two fsyncs by default (`fsync_endpoints`): an
+//! endpoint cannot outlive the kernel that holds its veth and namespace, so
+//! its record only has to survive the daemon (kill -9), which write + rename
+//! through the page cache already guarantee; after a machine crash every
+//! endpoint is gone anyway and reconciliation drops its record. Networks
+//! (which do outlive a reboot) are always written with both fsyncs.
+//!
 //! ```text
 //! STATE_DIR/lock                 flock: one daemon per state directory
 //! STATE_DIR/instance.json        {"tag":"3fa0"}: names this daemon's links
@@ -44,6 +51,7 @@ pub struct Loaded {
 pub struct Store {
     dir: PathBuf,
     fsync: bool,
+    fsync_endpoints: bool,
     counter: AtomicU64,
     _lock: Option<nix::fcntl::Flock<File>>,
 }
@@ -74,6 +82,7 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             fsync,
+            fsync_endpoints: false,
             counter: AtomicU64::new(0),
             _lock: Some(lock),
         })
@@ -88,9 +97,16 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             fsync,
+            fsync_endpoints: false,
             counter: AtomicU64::new(0),
             _lock: None,
         })
+    }
+
+    /// Also fsync endpoint records (see the module documentation).
+    pub fn with_endpoint_fsync(mut self, on: bool) -> Store {
+        self.fsync_endpoints = on && self.fsync;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -118,7 +134,7 @@ impl Store {
                 let inst = Instance {
                     tag: format!("{:04x}", random_u16()),
                 };
-                self.write_json(&path, &inst)?;
+                self.write_json(&path, &inst, self.fsync)?;
                 Ok(inst)
             }
             Err(e) => Err(Error::state("read", &path, e)),
@@ -134,19 +150,19 @@ impl Store {
     }
 
     pub fn save_network(&self, net: &Network) -> Result<()> {
-        self.write_json(&self.network_path(&net.name), net)
+        self.write_json(&self.network_path(&net.name), net, self.fsync)
     }
 
     pub fn remove_network(&self, name: &str) -> Result<()> {
-        self.remove(&self.network_path(name))
+        self.remove(&self.network_path(name), self.fsync)
     }
 
     pub fn save_endpoint(&self, ep: &Endpoint) -> Result<()> {
-        self.write_json(&self.endpoint_path(&ep.id), ep)
+        self.write_json(&self.endpoint_path(&ep.id), ep, self.fsync_endpoints)
     }
 
     pub fn remove_endpoint(&self, id: &str) -> Result<()> {
-        self.remove(&self.endpoint_path(id))
+        self.remove(&self.endpoint_path(id), self.fsync_endpoints)
     }
 
     /// Read everything back (replay). Stray temporary files are removed;
@@ -198,14 +214,15 @@ impl Store {
         Ok(out)
     }
 
-    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+    fn write_json<T: Serialize>(&self, path: &Path, value: &T, fsync: bool) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(value)
             .map_err(|e| Error::Internal(format!("serialize {}: {e}", path.display())))?;
-        self.write_atomic(path, &bytes)
+        self.write_atomic(path, &bytes, fsync)
     }
 
-    /// Write `bytes` to `path` atomically (temp file, fsync, rename, fsync dir).
-    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+    /// Write `bytes` to `path` atomically (temp file, [fsync], rename,
+    /// [fsync dir]).
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8], fsync: bool) -> Result<()> {
         let dir = path.parent().unwrap_or(&self.dir);
         let file_name = path
             .file_name()
@@ -223,12 +240,12 @@ impl Store {
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(bytes)?;
-            if self.fsync {
+            if fsync {
                 f.sync_all()?;
             }
             drop(f);
             std::fs::rename(&tmp, path)?;
-            if self.fsync {
+            if fsync {
                 File::open(dir)?.sync_all()?;
             }
             Ok(())
@@ -239,13 +256,13 @@ impl Store {
         })
     }
 
-    fn remove(&self, path: &Path) -> Result<()> {
+    fn remove(&self, path: &Path, fsync: bool) -> Result<()> {
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::state("remove", path, e)),
         }
-        if self.fsync {
+        if fsync {
             if let Some(dir) = path.parent() {
                 File::open(dir)
                     .and_then(|d| d.sync_all())

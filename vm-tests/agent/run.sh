@@ -77,7 +77,8 @@ start_daemon() {
         --log-level "${NETD_LOG:-warn}" >> "$LOG" 2>&1 &
     DPID=$!
     for _ in $(seq 1 400); do
-        if netd api GET /v1/status > /dev/null 2>&1; then
+        # Up when it answers at all (a refused peer gets a JSON error too).
+        if [ -n "$(netd api GET /v1/status 2>/dev/null)" ]; then
             jq -r .tag "$STATE/instance.json" >> "$TMP/tags" 2>/dev/null
             return 0
         fi
