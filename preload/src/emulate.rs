@@ -99,7 +99,7 @@ pub fn dispatch(nr: i64, a: [usize; 6], origin: Origin) -> isize {
             r
         }
         libc::SYS_setsockopt => setsockopt(fd, a, origin),
-        libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read => recv(nr, fd, a),
+        libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read => recv(nr, fd, a, origin),
         libc::SYS_close => {
             subs::remove(fd);
             syscall6(nr, a)
@@ -281,7 +281,7 @@ enum Dest {
     },
 }
 
-fn recv(nr: i64, fd: i32, a: [usize; 6]) -> isize {
+fn recv(nr: i64, fd: i32, a: [usize; 6], origin: Origin) -> isize {
     let Some(sub) = subs::get(fd) else {
         return syscall6(nr, a);
     };
@@ -321,6 +321,10 @@ fn recv(nr: i64, fd: i32, a: [usize; 6]) -> isize {
                 subs::remove(fd);
                 return syscall6(nr, a);
             }
+            // In the SIGSYS handler only glibc's internal signals can
+            // interrupt us; restart as SA_RESTART would (gVisor does not
+            // restart netlink reads by itself).
+            Err(libc::EINTR) if origin == Origin::Trap => continue,
             Err(e) => return -(e as isize),
         };
         if netlink::is_echo_error(&head[..n]) {

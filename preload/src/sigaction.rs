@@ -77,6 +77,11 @@ pub fn install(handler: usize) -> Result<(), &'static str> {
     // SAFETY: act.sa_mask is a valid sigset_t.
     unsafe {
         libc::sigfillset(&mut act.sa_mask);
+        // glibc's internal SIGCANCEL / SIGSETXID (32, 33) must get through:
+        // setuid() and friends wait until every thread has handled
+        // SIGSETXID, and a thread may sit in this handler in a blocking read.
+        libc::sigdelset(&mut act.sa_mask, 32);
+        libc::sigdelset(&mut act.sa_mask, 33);
     }
     // SAFETY: valid sigaction structures.
     if unsafe { real_sigaction(libc::SIGSYS, &act, &mut old) } != 0 {

@@ -169,6 +169,10 @@ fi
 ss=$(timeout 20 env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 "$NLSUB" sigsys 2>&1)
 case "$ss" in ok*) ok sigsys-chained ;; *) fail sigsys-chained "$ss" ;; esac
 
+# glibc setuid() (all-thread signal) while a subscription reader is blocked
+su=$(timeout 20 env LD_PRELOAD="$LIB" "$NLSUB" setuid 2>&1)
+case "$su" in ok*) ok setuid-while-subscribed ;; *) fail setuid-while-subscribed "$su" ;; esac
+
 # 2b. subscription inside another namespace (moby >= 28 waitForIfUpped)
 NS=plns$$
 if ip netns add "$NS" 2>/dev/null; then

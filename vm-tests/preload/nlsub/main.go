@@ -7,6 +7,7 @@
 //	nlsub subscribe-ns NS     subscribe inside named netns NS, wait for a
 //	                         link created there (moby's waitForIfUpped)
 //	nlsub sigsys             check SIGSYS still reaches the program's handler
+//	nlsub setuid             setuid() while a subscription reader is blocked
 //	nlsub plain              try a plain LinkSubscribe, print the outcome
 //	nlsub bench [-n N]       ns per getppid and per netlink setsockopt
 //	nlsub children           spawn children (itself in "plain" mode, and a
@@ -195,6 +196,30 @@ func sigsys() {
 	}
 }
 
+// setuidSubscribed: glibc's setuid (used by cgo programs) signals every
+// thread and waits for each; one of them is blocked reading the
+// subscription socket (inside the preload's SIGSYS handler in gVisor).
+func setuidSubscribed() {
+	ch := make(chan netlink.LinkUpdate, 16)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.LinkSubscribe(ch, done); err != nil {
+		fail("subscribe: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // let the reader block
+	res := make(chan error, 1)
+	go func() { res <- syscall.Setuid(os.Getuid()) }()
+	select {
+	case err := <-res:
+		if err != nil {
+			fail("setuid: %v", err)
+		}
+		fmt.Println("ok setuid completed while a subscription reader was blocked")
+	case <-time.After(5 * time.Second):
+		fail("setuid hung while a subscription reader was blocked")
+	}
+}
+
 func plain() {
 	ch := make(chan netlink.LinkUpdate)
 	done := make(chan struct{})
@@ -281,6 +306,8 @@ func main() {
 		plain()
 	case "sigsys":
 		sigsys()
+	case "setuid":
+		setuidSubscribed()
 	case "subscribe-ns":
 		if len(os.Args) < 3 {
 			fail("usage: nlsub subscribe-ns NETNS")
