@@ -117,6 +117,7 @@ async fn run<K: Kernel>(
 ) -> Result<()> {
     let socket = config.socket.clone();
     let svc = Arc::new(Service::new(kernel, store, config)?);
+    svc.start_reaper();
     if let Some(p) = probe {
         svc.set_probe(serde_json::to_value(p).unwrap_or_default());
     }

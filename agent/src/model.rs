@@ -197,6 +197,10 @@ pub struct Endpoint {
     pub ipv6: Option<Ipv6Net>,
     pub default_route: bool,
     pub created: u64,
+    /// Set when a detach that does not wait has started: the record is a
+    /// tombstone until the veth is gone (a restart finishes the job).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detaching: bool,
 }
 
 /// Lifecycle of an endpoint in the running daemon (not persisted: after a
@@ -367,6 +371,12 @@ pub struct DetachRequest {
     pub netns_path: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
+    /// Wait until the veth is deleted (default true). With false the answer
+    /// comes once the detach is recorded; the deletion (an RCU grace period,
+    /// ~20 ms) runs in the background, the address stays reserved until it
+    /// is done, and a new attach of the same namespace waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
 }
 
 impl DetachRequest {
@@ -407,6 +417,9 @@ pub struct DetachResponse {
     pub detached: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// True when the deletion is still running in the background.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// Answer to a network removal.
@@ -533,6 +546,7 @@ mod tests {
             ipv6: None,
             default_route: true,
             created: 0,
+            detaching: false,
         };
         let v = serde_json::to_value(ep.cni_result(&net)).unwrap();
         assert_eq!(v["cniVersion"], "1.0.0");

@@ -111,6 +111,8 @@ pub struct Service<K: Kernel> {
     started: Instant,
     fault: Option<String>,
     probe: Mutex<Option<serde_json::Value>>,
+    /// Where detaches that do not wait send their endpoint ids.
+    reaper: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 fn pool_v4(net: &Network) -> AddressPool {
@@ -139,7 +141,26 @@ impl<K: Kernel> Service<K> {
             started: Instant::now(),
             fault: std::env::var(FAULT_ENV).ok().filter(|f| !f.is_empty()),
             probe: Mutex::new(None),
+            reaper: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Start the task that finishes detaches that do not wait. Without it
+    /// every detach waits.
+    pub fn start_reaper(self: &Arc<Self>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        if self.reaper.set(tx).is_err() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(id) = rx.recv().await {
+                let Some(svc) = weak.upgrade() else { break };
+                tokio::spawn(async move {
+                    svc.finish_detach(&id).await;
+                });
+            }
+        });
     }
 
     pub fn kernel(&self) -> &K {
@@ -347,6 +368,9 @@ impl<K: Kernel> Service<K> {
         ep: &Endpoint,
         links: &HashSet<String>,
     ) -> std::result::Result<(), String> {
+        if ep.detaching {
+            return Err("a detach was in progress".to_string());
+        }
         if !self.reg().networks.contains_key(&ep.network) {
             return Err(format!("its network {} is gone", ep.network));
         }
@@ -589,7 +613,7 @@ impl<K: Kernel> Service<K> {
             ids
         };
         let result = async {
-            let results = join_all(ids.iter().map(|id| self.detach_id(id))).await;
+            let results = join_all(ids.iter().map(|id| self.detach_id(id, true))).await;
             let mut detached = 0;
             for r in results {
                 if r?.detached {
@@ -704,6 +728,12 @@ impl<K: Kernel> Service<K> {
                         });
                     }
                     // In flight: wait for it to settle, then look again.
+                } else if reg.endpoints.values().any(|e| {
+                    e.endpoint.netns_id == ns_id
+                        && e.endpoint.ifname == ifname
+                        && e.state == EndpointState::Detaching
+                }) {
+                    // The interface is on its way out: wait for it.
                 } else {
                     if let Some(other) = reg
                         .endpoints
@@ -766,6 +796,7 @@ impl<K: Kernel> Service<K> {
                         },
                         default_route,
                         created: model::now_secs(),
+                        detaching: false,
                     };
                     reg.next_seq += 1;
                     reg.endpoints.insert(
@@ -858,7 +889,12 @@ impl<K: Kernel> Service<K> {
 
     /// Detach `target` from `network`. Detaching something that is not
     /// attached succeeds with `detached: false`, as long as the target exists.
-    pub async fn detach(&self, network: &str, target: &Target) -> Result<DetachResponse> {
+    pub async fn detach(
+        &self,
+        network: &str,
+        target: &Target,
+        wait: bool,
+    ) -> Result<DetachResponse> {
         if !self.reg().networks.contains_key(network) {
             return Err(Error::not_found("network", network));
         }
@@ -882,16 +918,19 @@ impl<K: Kernel> Service<K> {
             }
         };
         match id {
-            Some(id) => self.detach_id(&id).await,
+            Some(id) => self.detach_id(&id, wait).await,
             None => Ok(DetachResponse {
                 detached: false,
                 id: None,
+                pending: false,
             }),
         }
     }
 
-    /// Detach an endpoint by id.
-    pub async fn detach_id(&self, id: &str) -> Result<DetachResponse> {
+    /// Detach an endpoint by id. With `wait` false (and the reaper running)
+    /// the answer comes once a tombstone is recorded and the veth deletion
+    /// runs in the background.
+    pub async fn detach_id(&self, id: &str, wait: bool) -> Result<DetachResponse> {
         let endpoint = loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -909,31 +948,70 @@ impl<K: Kernel> Service<K> {
             }
             notified.await;
         };
-        let result = async {
-            self.kernel.delete_link(&endpoint.host_ifname).await?;
-            self.unpersist_endpoint(&endpoint.id).await
-        }
-        .await;
-        let mut reg = self.reg();
-        let response = match result {
-            Ok(()) => {
-                reg.endpoints.remove(id);
-                reg.release(&endpoint);
-                Ok(DetachResponse {
+        if let (false, Some(reaper)) = (wait, self.reaper.get()) {
+            let mut tombstone = endpoint.clone();
+            tombstone.detaching = true;
+            let recorded = self.persist_endpoint(&tombstone).await;
+            let queued = recorded.and_then(|()| {
+                reaper
+                    .send(id.to_string())
+                    .map_err(|_| Error::Internal("the detach reaper is gone".into()))
+            });
+            return match queued {
+                Ok(()) => Ok(DetachResponse {
                     detached: true,
                     id: Some(id.to_string()),
-                })
-            }
-            Err(e) => {
-                if let Some(ep) = reg.endpoints.get_mut(id) {
-                    ep.state = EndpointState::Attached;
+                    pending: true,
+                }),
+                Err(e) => {
+                    self.undo_detaching(id);
+                    Err(e)
                 }
-                Err(e)
-            }
-        };
-        drop(reg);
+            };
+        }
+        let result = self.complete_detach(&endpoint).await;
+        if result.is_err() {
+            self.undo_detaching(id);
+        }
+        result.map(|()| DetachResponse {
+            detached: true,
+            id: Some(id.to_string()),
+            pending: false,
+        })
+    }
+
+    /// Delete the veth and the record of an endpoint in state Detaching,
+    /// then forget it and free its addresses.
+    async fn complete_detach(&self, endpoint: &Endpoint) -> Result<()> {
+        self.kernel.delete_link(&endpoint.host_ifname).await?;
+        self.unpersist_endpoint(&endpoint.id).await?;
+        {
+            let mut reg = self.reg();
+            reg.endpoints.remove(&endpoint.id);
+            reg.release(endpoint);
+        }
         self.changed.notify_waiters();
-        response
+        Ok(())
+    }
+
+    fn undo_detaching(&self, id: &str) {
+        if let Some(ep) = self.reg().endpoints.get_mut(id) {
+            ep.state = EndpointState::Attached;
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The background half of a detach that did not wait.
+    async fn finish_detach(&self, id: &str) {
+        let endpoint = self.reg().endpoints.get(id).map(|e| e.endpoint.clone());
+        let Some(endpoint) = endpoint else { return };
+        if let Err(e) = self.complete_detach(&endpoint).await {
+            tracing::error!(endpoint = %id, error = %e, "background detach failed; the endpoint stays attached");
+            if let Err(e) = self.persist_endpoint(&endpoint).await {
+                tracing::error!(endpoint = %id, error = %e, "could not clear the detach tombstone");
+            }
+            self.undo_detaching(id);
+        }
     }
 
     pub fn endpoints(&self, network: Option<&str>) -> Result<Vec<EndpointView>> {

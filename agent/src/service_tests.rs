@@ -202,10 +202,10 @@ async fn attach_is_idempotent_and_detach_frees() {
         "conflict"
     );
 
-    let d = svc.detach("n", &netns_target("c1")).await.unwrap();
+    let d = svc.detach("n", &netns_target("c1"), true).await.unwrap();
     assert!(d.detached);
     assert!(!svc.kernel().links().contains_key(&ep.host_ifname));
-    let d = svc.detach("n", &netns_target("c1")).await.unwrap();
+    let d = svc.detach("n", &netns_target("c1"), true).await.unwrap();
     assert!(!d.detached);
     assert!(svc.endpoints(None).unwrap().is_empty());
 }
@@ -431,12 +431,57 @@ async fn detach_by_name_after_namespace_is_gone() {
     env.ns("a");
     svc.attach("n", attach_ns("a")).await.unwrap();
     env.rm_ns("a");
-    assert!(svc.detach("n", &netns_target("a")).await.unwrap().detached);
+    assert!(
+        svc.detach("n", &netns_target("a"), true)
+            .await
+            .unwrap()
+            .detached
+    );
     assert_eq!(
-        svc.detach("n", &netns_target("a"))
+        svc.detach("n", &netns_target("a"), true)
             .await
             .unwrap_err()
             .code(),
         "not_found"
     );
+}
+
+#[tokio::test]
+async fn detach_without_waiting_finishes_in_the_background() {
+    let env = Env::new("nowait");
+    let svc = Arc::new(env.service().await);
+    svc.start_reaper();
+    svc.create_network(net("n")).await.unwrap();
+    env.ns("a");
+    let first = svc.attach("n", attach_ns("a")).await.unwrap();
+    let id = first.endpoint.endpoint.id.clone();
+    let r = svc.detach("n", &netns_target("a"), false).await.unwrap();
+    assert!(r.detached && r.pending);
+    // A new attach of the same namespace waits for the old one to go.
+    let again = svc.attach("n", attach_ns("a")).await.unwrap();
+    assert!(again.created);
+    assert_ne!(again.endpoint.endpoint.id, id);
+    assert!(!svc.kernel().links().contains_key(&id));
+    assert!(!env.dir.join(format!("state/endpoints/{id}.json")).exists());
+}
+
+#[tokio::test]
+async fn a_detach_tombstone_is_finished_at_restart() {
+    let env = Env::new("tombstone");
+    let svc = env.service().await;
+    svc.create_network(net("n")).await.unwrap();
+    env.ns("a");
+    let ep = svc
+        .attach("n", attach_ns("a"))
+        .await
+        .unwrap()
+        .endpoint
+        .endpoint;
+    // As if the daemon died right after recording a detach that did not wait.
+    let mut tomb = ep.clone();
+    tomb.detaching = true;
+    svc.store.save_endpoint(&tomb).unwrap();
+    let report = svc.reconcile().await.unwrap();
+    assert_eq!(report.endpoints_removed, vec![ep.id.clone()]);
+    assert!(!svc.kernel().links().contains_key(&ep.id));
 }

@@ -332,6 +332,7 @@ mod tests {
             ipv6: None,
             default_route: true,
             created: 2,
+            detaching: false,
         }
     }
 

@@ -48,7 +48,7 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
     ),
     ("GET", "/v1/endpoints", &[200, 403]),
     ("GET", "/v1/endpoints/{id}", &[200, 403, 404]),
-    ("DELETE", "/v1/endpoints/{id}", &[200, 403, 404, 500]),
+    ("DELETE", "/v1/endpoints/{id}", &[200, 400, 403, 404, 500]),
 ];
 
 /// A response before it is put on the wire.
@@ -117,6 +117,7 @@ fn query_flag(query: &str, key: &str) -> Result<bool> {
 fn key_name(key: &str) -> &'static str {
     match key {
         "force" => "query parameter force",
+        "nowait" => "query parameter nowait",
         _ => "query parameter",
     }
 }
@@ -203,11 +204,15 @@ async fn route<K: Kernel>(
         ("POST", "/v1/networks/{name}/detach") => {
             let req: DetachRequest = parse_body(body)?;
             let target = req.target()?;
-            Reply::ok(200, &svc.detach(&p, &target).await?)
+            let wait = req.wait.unwrap_or(true);
+            Reply::ok(200, &svc.detach(&p, &target, wait).await?)
         }
         ("GET", "/v1/endpoints") => Reply::ok(200, &svc.endpoints(None)?),
         ("GET", "/v1/endpoints/{id}") => Reply::ok(200, &svc.endpoint(&p)?),
-        ("DELETE", "/v1/endpoints/{id}") => Reply::ok(200, &svc.detach_id(&p).await?),
+        ("DELETE", "/v1/endpoints/{id}") => {
+            let wait = !query_flag(query, "nowait")?;
+            Reply::ok(200, &svc.detach_id(&p, wait).await?)
+        }
         _ => {
             return Err(Error::MethodNotAllowed {
                 method: method.to_string(),

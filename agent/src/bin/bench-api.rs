@@ -175,7 +175,7 @@ fn main() {
             bare_ns.push(make(t.clone()));
         }
     }
-    eprintln!(
+    println!(
         "setup: {} namespaces in {:.1} s",
         spaces.names.len(),
         started.elapsed().as_secs_f64()
@@ -282,17 +282,38 @@ fn main() {
         let rss_idle = rss_kib(pid);
         let mut out = Vec::new();
         let mut rss_full = 0;
-        for concurrency in [1, o.concurrency] {
+        for (concurrency, wait) in [(1, true), (1, false), (o.concurrency, true)] {
             let label = if concurrency == 1 {
                 "sequential".to_string()
             } else {
                 format!("{concurrency} concurrent clients")
             };
-            let (lat, total) = run_clients(&client, &targets, concurrency, true).await;
+            let (lat, total) = run_clients(&client, &targets, concurrency, Op::Attach).await;
             out.push(phase(&format!("API attach ({label})"), lat, total));
             rss_full = rss_full.max(rss_kib(pid));
-            let (lat, total) = run_clients(&client, &targets, concurrency, false).await;
-            out.push(phase(&format!("API detach ({label})"), lat, total));
+            let t0 = Instant::now();
+            let (lat, total) =
+                run_clients(&client, &targets, concurrency, Op::Detach { wait }).await;
+            let how = if wait { "" } else { ", --no-wait" };
+            out.push(phase(&format!("API detach ({label}{how})"), lat, total));
+            if !wait {
+                // Until the background deletions are done.
+                loop {
+                    let left: Vec<serde_json::Value> = client
+                        .get("/v1/networks/bench/endpoints")
+                        .await
+                        .unwrap_or_else(|e| die(e.to_string()));
+                    if left.is_empty() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                out.push(phase(
+                    "  ... background deletions complete",
+                    vec![],
+                    t0.elapsed(),
+                ));
+            }
         }
         (rss_idle, rss_full, out)
     });
@@ -328,6 +349,13 @@ fn main() {
         "phase", "p50 ms", "p99 ms", "max ms", "total s"
     );
     for p in &phases {
+        if p.count == 0 {
+            println!(
+                "{:<46} {:>9} {:>9} {:>9} {:>9.2}",
+                p.name, "", "", "", p.total_s
+            );
+            continue;
+        }
         println!(
             "{:<46} {:>9.3} {:>9.3} {:>9.1} {:>9.2}",
             p.name, p.p50_ms, p.p99_ms, p.max_ms, p.total_s
@@ -341,13 +369,19 @@ fn main() {
     );
 }
 
+#[derive(Clone, Copy)]
+enum Op {
+    Attach,
+    Detach { wait: bool },
+}
+
 /// Attach (or detach) every target through the API with `concurrency`
 /// clients; latencies of every request and the total time.
 async fn run_clients(
     client: &Client,
     targets: &[String],
     concurrency: usize,
-    attach: bool,
+    op: Op,
 ) -> (Vec<Duration>, Duration) {
     let next = Arc::new(AtomicUsize::new(0));
     let targets = Arc::new(targets.to_vec());
@@ -363,7 +397,7 @@ async fn run_clients(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(t) = targets.get(i) else { break };
                 let start = Instant::now();
-                let r = if attach {
+                let r = if let Op::Attach = op {
                     client
                         .call::<serde_json::Value>(
                             "POST",
@@ -381,16 +415,21 @@ async fn run_clients(
                             "/v1/networks/bench/detach",
                             Some(&DetachRequest {
                                 netns: Some(t.clone()),
+                                wait: match op {
+                                    Op::Detach { wait: false } => Some(false),
+                                    _ => None,
+                                },
                                 ..Default::default()
                             }),
                         )
                         .await
                 };
                 if let Err(e) = r {
-                    die(format!(
-                        "{} {t}: {e}",
-                        if attach { "attach" } else { "detach" }
-                    ));
+                    let what = match op {
+                        Op::Attach => "attach",
+                        Op::Detach { .. } => "detach",
+                    };
+                    die(format!("{what} {t}: {e}"));
                 }
                 lat.push(start.elapsed());
             }

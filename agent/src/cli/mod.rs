@@ -166,6 +166,10 @@ pub struct DetachArgs {
     pub network: String,
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Answer once the detach is recorded; the veth is deleted in the
+    /// background (its address stays reserved until then).
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Args)]
@@ -378,6 +382,7 @@ async fn client_command(client: &Client, command: Command, json: bool) -> Result
                 netns,
                 netns_path,
                 pid,
+                wait: if args.no_wait { Some(false) } else { None },
             };
             let path = format!("/v1/networks/{}/detach", network_segment(&args.network)?);
             let (_, r): (u16, DetachResponse) = client.call("POST", &path, Some(&req)).await?;
@@ -385,6 +390,9 @@ async fn client_command(client: &Client, command: Command, json: bool) -> Result
                 print_json(&r)
             } else {
                 match (&r.detached, &r.id) {
+                    (true, Some(id)) if r.pending => {
+                        println!("detaching endpoint {id} (finishing in the background)")
+                    }
                     (true, Some(id)) => println!("detached endpoint {id}"),
                     _ => println!("not attached; nothing to do"),
                 }
