@@ -237,6 +237,18 @@ else
     [ "$q0" = "$q1" ] && ok refused-requests-kernel-identical || fail refused-requests-kernel-identical "without: $q0 with: $q1"
 fi
 
+# the same through vishvananda/netlink (raw syscalls: the SIGSYS path)
+w0=$(timeout 20 "$NLSUB" requests 2>&1)
+w1=$(timeout 20 env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 "$NLSUB" requests 2>&1)
+echo "# Go requests without preload: $w0"
+echo "# Go requests with preload:    $w1"
+if [ "$ENVNAME" = gvisor ]; then
+    [ "$w1" = "neigh-set=<nil> neigh-list=<nil> hairpin=<nil>" ] && ok go-refused-requests-answered ||
+        fail go-refused-requests-answered "$w1"
+else
+    [ "$w0" = "$w1" ] && ok go-refused-requests-kernel-identical || fail go-refused-requests-kernel-identical "without: $w0 with: $w1"
+fi
+
 # CONDUCTOR_PRELOAD=off leaves the program untouched
 o1=$(CONDUCTOR_PRELOAD=off LD_PRELOAD=$LIB timeout 1 ip monitor link 2>&1; echo "rc=$?")
 o1=$(echo "$o1" | tr '\n' ' ')

@@ -8,6 +8,7 @@
 //	                         link created there (moby's waitForIfUpped)
 //	nlsub sigsys             check SIGSYS still reaches the program's handler
 //	nlsub setuid             setuid() while a subscription reader is blocked
+//	nlsub requests           neighbour add/dump and bridge hairpin via netlink
 //	nlsub plain              try a plain LinkSubscribe, print the outcome
 //	nlsub bench [-n N]       ns per getppid and per netlink setsockopt
 //	nlsub children           spawn children (itself in "plain" mode, and a
@@ -19,6 +20,7 @@ import "C"
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -220,6 +222,36 @@ func setuidSubscribed() {
 	}
 }
 
+// requests: neighbour add, neighbour dump and bridge-port hairpin through
+// vishvananda/netlink (raw syscalls: the SIGSYS path of the preload).
+func requests() {
+	a, b, br := fmt.Sprintf("rqA%d", os.Getpid()%10000), fmt.Sprintf("rqB%d", os.Getpid()%10000), fmt.Sprintf("rqBr%d", os.Getpid()%10000)
+	for _, args := range [][]string{
+		{"link", "add", a, "type", "veth", "peer", "name", b},
+		{"link", "add", br, "type", "bridge"},
+		{"link", "set", a, "master", br},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			fail("ip %v: %v: %s", args, err, strings.TrimSpace(string(out)))
+		}
+	}
+	defer exec.Command("ip", "link", "del", br).Run()
+	defer exec.Command("ip", "link", "del", a).Run()
+	link, err := netlink.LinkByName(a)
+	if err != nil {
+		fail("LinkByName: %v", err)
+	}
+	res := []string{}
+	err = netlink.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4,
+		State: netlink.NUD_PERMANENT, IP: net.ParseIP("10.66.0.2"), HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 2}})
+	res = append(res, fmt.Sprintf("neigh-set=%v", err))
+	_, err = netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+	res = append(res, fmt.Sprintf("neigh-list=%v", err))
+	err = netlink.LinkSetHairpin(link, true)
+	res = append(res, fmt.Sprintf("hairpin=%v", err))
+	fmt.Println(strings.Join(res, " "))
+}
+
 func plain() {
 	ch := make(chan netlink.LinkUpdate)
 	done := make(chan struct{})
@@ -306,6 +338,8 @@ func main() {
 		plain()
 	case "sigsys":
 		sigsys()
+	case "requests":
+		requests()
 	case "setuid":
 		setuidSubscribed()
 	case "subscribe-ns":
