@@ -111,7 +111,12 @@ mkns() {
     local f=$TMP/mkns.batch n
     : > "$f"
     for n in "$@"; do echo "netns add $n" >> "$f"; done
-    ip -batch "$f"
+    # (gVisor answers the netnsid request of `ip netns add` with EOPNOTSUPP:
+    # harmless, and filtered here.)
+    ip -batch "$f" 2> "$TMP/mkns.err"
+    local rc=$?
+    grep -v "Operation not supported" "$TMP/mkns.err" >&2
+    return $rc
 }
 
 rmns() {
@@ -250,21 +255,25 @@ t_rollback() {
     netd attach $n1 --netns $a > /dev/null || { fail $n "attach failed"; return; }
     local before_links
     before_links=$(host_links | sort)
-    # Mid-attach failure: the veth and its address go in, then the default
-    # route collides with the one from the first network.
+    # Mid-attach failure on Linux: the veth and its address go in, then the
+    # default route collides with the one from the first network. (gVisor
+    # accepts a second default route out of another interface, so there only
+    # the injected failure below applies.)
     local out
-    if out=$(netd attach $n2 --netns $a --ifname eth1 2>&1); then
-        fail $n "attach with a colliding default route succeeded"; return
+    if [ "$ENV" = kernel ]; then
+        if out=$(netd attach $n2 --netns $a --ifname eth1 2>&1); then
+            fail $n "attach with a colliding default route succeeded"; return
+        fi
+        echo "$out" | grep -q "default route" || { fail $n "error does not explain: $out"; return; }
+        ip -n $a link show eth1 > /dev/null 2>&1 && { fail $n "eth1 left in $a"; return; }
+        [ "$(host_links | sort)" = "$before_links" ] || { fail $n "host links changed"; return; }
+        [ "$(netd endpoints $n2 --json | jq length)" = 0 ] || { fail $n "endpoint record left"; return; }
+        [ "$(ls "$STATE/endpoints" | wc -l)" = 1 ] || { fail $n "state file left"; return; }
+        # Its address was handed back: it can be asked for.
+        local ip
+        ip=$(netd attach $n2 --netns $c --ip 10.124.2.2 --json | jq -r .endpoint.ipv4)
+        [ "$ip" = 10.124.2.2/24 ] || { fail $n "address 10.124.2.2 not released (got '$ip')"; return; }
     fi
-    echo "$out" | grep -q "default route" || { fail $n "error does not explain: $out"; return; }
-    ip -n $a link show eth1 > /dev/null 2>&1 && { fail $n "eth1 left in $a"; return; }
-    [ "$(host_links | sort)" = "$before_links" ] || { fail $n "host links changed"; return; }
-    [ "$(netd endpoints $n2 --json | jq length)" = 0 ] || { fail $n "endpoint record left"; return; }
-    [ "$(ls "$STATE/endpoints" | wc -l)" = 1 ] || { fail $n "state file left"; return; }
-    # Its address was handed back: it can be asked for.
-    local ip
-    ip=$(netd attach $n2 --netns $c --ip 10.124.2.2 --json | jq -r .endpoint.ipv4)
-    [ "$ip" = 10.124.2.2/24 ] || { fail $n "address 10.124.2.2 not released (got '$ip')"; return; }
     netd network rm $n1 --force > /dev/null; netd network rm $n2 --force > /dev/null
     # Injected failure after the kernel step (test-only hook).
     stop_daemon
@@ -454,7 +463,7 @@ t_permissions() {
     local want="uid 65534 is not allowed"
     [ "$ENV" = gvisor ] && want="SO_PEERCRED reports this daemon's own credentials"
     echo "$out" | grep -q "$want" || { fail $n "unexpected: $out"; return; }
-    [ "$(netd network ls --json | jq length)" = 0 ] || { fail $n "state changed"; return; }
+    [ -z "$(ls "$STATE/networks")" ] || { fail $n "state changed"; return; }
     # Members of the configured group are let in.
     fresh; start_daemon 'socket_group = "4242"' || { fail $n "daemon did not start"; return; }
     out=$(setpriv --reuid=65534 --regid=65534 --groups=4242 "$BIN" --socket "$SOCK" network ls --json 2>&1) \
