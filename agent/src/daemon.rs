@@ -80,8 +80,12 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
                 "capabilities dropped"
             );
         }
+        // Blocking threads: veth deletions (at most netlink_connections at
+        // once) and fsyncs; a small cap keeps the thread count (and RSS) low.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            .max_blocking_threads(config.netlink_connections + 8)
+            .thread_keep_alive(std::time::Duration::from_secs(2))
             .thread_name("netd")
             .build()
             .map_err(|e| Error::Internal(format!("start the runtime: {e}")))?;

@@ -109,6 +109,10 @@ impl Store {
         self
     }
 
+    pub fn endpoint_fsync(&self) -> bool {
+        self.fsync_endpoints
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
