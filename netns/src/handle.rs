@@ -117,6 +117,27 @@ impl Handle {
             .collect())
     }
 
+    /// Run two ops in one round trip (e.g. a create and the read-back of
+    /// what it made); both results, in order.
+    pub(crate) async fn run_pair(
+        &self,
+        first: Op,
+        second: Op,
+    ) -> Result<(
+        Result<Vec<RouteNetlinkMessage>>,
+        Result<Vec<RouteNetlinkMessage>>,
+    )> {
+        let mut results = self.run_all(&[first, second]).await?.into_iter();
+        match (results.next(), results.next()) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            _ => Err(Error::protocol(
+                "batch in",
+                self.namespace.clone(),
+                "missing reply",
+            )),
+        }
+    }
+
     /// Run one op; its reply messages on success.
     pub(crate) async fn run(&self, op: Op) -> Result<Vec<RouteNetlinkMessage>> {
         self.run_all(std::slice::from_ref(&op))

@@ -159,13 +159,7 @@ impl Handle {
             "create bridge",
             format!("{name:?}"),
         );
-        let mut results = self.run_all(&[create, get_by_name_op(name)]).await?;
-        let get = results
-            .pop()
-            .unwrap_or_else(|| Err(Error::protocol("get link", name, "no reply")));
-        let created = results
-            .pop()
-            .unwrap_or_else(|| Err(Error::protocol("create bridge", name, "no reply")));
+        let (created, get) = self.run_pair(create, get_by_name_op(name)).await?;
         match created {
             Ok(_) => single_link(get?, name),
             Err(e) if e.is_already_exists() => {
@@ -193,13 +187,8 @@ impl Handle {
     /// made by one request.
     pub async fn create_veth(&self, spec: &VethSpec<'_>) -> Result<Link> {
         let op = veth_op(spec)?;
-        let mut results = self.run_all(&[op, get_by_name_op(spec.name)]).await?;
-        let get = results
-            .pop()
-            .unwrap_or_else(|| Err(Error::protocol("get link", spec.name, "no reply")));
-        results
-            .pop()
-            .unwrap_or_else(|| Err(Error::protocol("create veth", spec.name, "no reply")))?;
+        let (created, get) = self.run_pair(op, get_by_name_op(spec.name)).await?;
+        created?;
         single_link(get?, spec.name)
     }
 
