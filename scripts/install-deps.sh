@@ -7,8 +7,10 @@ export DEBIAN_FRONTEND=noninteractive
 
 # bookworm-backports, on the mirror this machine already uses.
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list 2>/dev/null \
-        | grep -v security | head -n1)
+    # URIs: (deb822) and deb lines only: comments may name other mirrors.
+    # grep exits 2 for a missing file, which pipefail would make fatal.
+    mirror=$({ cat /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list 2>/dev/null || true; } \
+        | grep -E '^(URIs:|deb )' | grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -n1 || true)
     mirror=${mirror:-http://deb.debian.org/debian}
     echo "deb ${mirror%/} bookworm-backports main" > /etc/apt/sources.list.d/conductor-backports.list
 fi
