@@ -64,9 +64,10 @@ impl Error {
                 Errno::ENODEV | Errno::ENOENT | Errno::ESRCH | Errno::EADDRNOTAVAIL => {
                     ErrorKind::NotFound
                 }
-                Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::EPROTONOSUPPORT => {
-                    ErrorKind::Unsupported
-                }
+                Errno::EOPNOTSUPP
+                | Errno::ENOSYS
+                | Errno::EPROTONOSUPPORT
+                | Errno::EAFNOSUPPORT => ErrorKind::Unsupported,
                 _ => ErrorKind::Other,
             },
             Error::Protocol { .. } => ErrorKind::Other,

@@ -10,7 +10,8 @@ use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
@@ -112,6 +113,17 @@ pub(crate) fn set_up_op(index: u32, up: bool) -> Op {
     let builder = modify(index);
     let msg = if up { builder.up() } else { builder.down() }.build();
     modify_op(msg, if up { "set up" } else { "set down" }, index)
+}
+
+/// `ip link set addrgenmode none`: no IPv6 link-local address when the link
+/// next goes up. The kernel takes IFLA_AF_SPEC only on an existing link.
+pub(crate) fn no_ipv6_link_local_op(index: u32) -> Op {
+    let msg = modify(index)
+        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]))
+        .build();
+    modify_op(msg, "turn off IPv6 link-local address of", index)
 }
 
 pub(crate) fn get_by_index_op(index: u32) -> Op {

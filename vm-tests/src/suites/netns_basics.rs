@@ -51,6 +51,10 @@ pub fn tests() -> Vec<Test> {
             name: "sysctl_inside_namespace",
             run: sysctl_inside_namespace,
         },
+        Test {
+            name: "endpoint_default_route_reaches_off_subnet_and_reattaches",
+            run: endpoint_default_route,
+        },
     ]
 }
 
@@ -628,5 +632,121 @@ fn sysctl_inside_namespace(ctx: &Ctx) -> TestResult {
     })();
     drop(ns);
     Netns::delete(&format!("{p}ns")).ctx("delete ns")?;
+    result
+}
+
+/// Off-subnet traffic goes through the endpoint's default route (gVisor
+/// routes nothing through one without an output interface); the route goes
+/// with its link, so the same namespace can be attached again; an IPv4-only
+/// endpoint has no IPv6 link-local address (its DAD and MLD would be
+/// flooded to every bridge port), a dual-stack one keeps it.
+fn endpoint_default_route(ctx: &Ctx) -> TestResult {
+    loopback_up()?;
+    let p = ctx.prefix.clone();
+    let v4 = Netns::create(&format!("{p}a")).ctx("create")?;
+    let dual = Netns::create(&format!("{p}b")).ctx("create")?;
+    let off_subnet = ip("10.97.0.1");
+    let result = block_on(async {
+        let host = Handle::current().ctx("host handle")?;
+        let br = host
+            .ensure_bridge(&format!("{p}br"), None)
+            .await
+            .ctx("bridge")?;
+        host.add_address(br.index, net("10.86.0.1/24"))
+            .await
+            .ctx("gateway")?;
+        host.add_address(br.index, net("fd00:86::1/64"))
+            .await
+            .ctx("IPv6 gateway")?;
+        // An address of the host's that no endpoint has a route to but
+        // the default one.
+        host.add_address(br.index, net("10.97.0.1/32"))
+            .await
+            .ctx("off-subnet address")?;
+        for round in 0..2 {
+            create_endpoint(
+                &host,
+                &EndpointSpec {
+                    host_ifname: &format!("{p}va"),
+                    ifname: "eth0",
+                    netns: &v4,
+                    bridge: br.index,
+                    addresses: &[net("10.86.0.2/24")],
+                    gateways: &[ip("10.86.0.1")],
+                    mtu: None,
+                    mac: None,
+                },
+            )
+            .await
+            .ctx(&format!("endpoint (round {round})"))?;
+            let inside = Handle::open(&v4).ctx("inside")?;
+            let routes = inside.routes(false).await.ctx("routes")?;
+            let default = routes
+                .iter()
+                .filter(|r| r.destination.prefix_len() == 0)
+                .count();
+            ensure!(default == 1, "round {round}: {default} default routes");
+            let eth0 = inside.link_by_name("eth0").await.ctx("eth0")?;
+            let v6 = inside.addresses(Some(eth0.index)).await.ctx("addresses")?;
+            ensure!(
+                !v6.iter().any(|a| a.address.addr().is_ipv6()),
+                "IPv4-only eth0 has IPv6 addresses: {v6:?}"
+            );
+            let server =
+                spawn_echo_server(&Netns::current().ctx("host")?, (off_subnet, 7100).into(), 1)?;
+            echo_from(&v4, (off_subnet, 7100).into())?;
+            let _ = server.join();
+            if round == 0 {
+                netns::delete_endpoint(&host, &format!("{p}va"))
+                    .await
+                    .ctx("delete endpoint")?;
+            }
+        }
+        create_endpoint(
+            &host,
+            &EndpointSpec {
+                host_ifname: &format!("{p}vb"),
+                ifname: "eth0",
+                netns: &dual,
+                bridge: br.index,
+                addresses: &[net("10.86.0.3/24"), net("fd00:86::3/64")],
+                gateways: &[ip("10.86.0.1"), ip("fd00:86::1")],
+                mtu: None,
+                mac: None,
+            },
+        )
+        .await
+        .ctx("dual-stack endpoint")?;
+        let inside = Handle::open(&dual).ctx("inside")?;
+        let v6_routes = inside.routes(true).await.ctx("IPv6 routes")?;
+        ensure!(
+            v6_routes
+                .iter()
+                .any(|r| r.destination.prefix_len() == 0 && r.gateway == Some(ip("fd00:86::1"))),
+            "no IPv6 default route: {v6_routes:?}"
+        );
+        if ctx.env == Env::Kernel {
+            // gVisor makes no link-local addresses on veths at all.
+            let eth0 = inside.link_by_name("eth0").await.ctx("eth0")?;
+            let addrs = inside.addresses(Some(eth0.index)).await.ctx("addresses")?;
+            ensure!(
+                addrs.iter().any(|a| match a.address.addr() {
+                    IpAddr::V6(v6) => v6.is_unicast_link_local(),
+                    IpAddr::V4(_) => false,
+                }),
+                "dual-stack eth0 has no link-local address: {addrs:?}"
+            );
+        }
+        netns::delete_endpoint(&host, &format!("{p}va"))
+            .await
+            .ctx("delete a")?;
+        netns::delete_endpoint(&host, &format!("{p}vb"))
+            .await
+            .ctx("delete b")?;
+        host.delete_link(br.index).await.ctx("delete bridge")
+    });
+    drop((v4, dual));
+    Netns::delete(&format!("{p}a")).ctx("delete ns")?;
+    Netns::delete(&format!("{p}b")).ctx("delete ns")?;
     result
 }
