@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
-use netns::{EndpointSpec, Handle, Netns, Route};
+use netns::{EndpointSpec, Handle, Netns};
 
 use crate::error::{Error, Result};
 use crate::kernel::{BridgeInfo, EndpointPlan, Kernel};
@@ -124,22 +124,6 @@ fn delete_link_blocking(name: &str) -> Result<bool> {
     })
 }
 
-/// Default routes via `gateways` out of link `oif` inside `ns`, in one batch.
-async fn add_default_routes(
-    ns: &Netns,
-    oif: u32,
-    gateways: &[std::net::IpAddr],
-) -> netns::Result<()> {
-    let inside = Handle::open(ns)?;
-    let mut batch = inside.batch();
-    for gw in gateways {
-        let mut route = Route::default_via(*gw);
-        route.oif = Some(oif);
-        batch = batch.add_route(&route)?;
-    }
-    batch.commit().await
-}
-
 fn ignore_exists(r: netns::Result<()>) -> netns::Result<()> {
     match r {
         Err(e) if e.is_already_exists() => Ok(()),
@@ -227,40 +211,17 @@ impl Kernel for NetnsKernel {
 
     async fn create_endpoint(&self, ns: &Netns, plan: &EndpointPlan) -> Result<()> {
         let bridge = self.bridge_index(&plan.bridge).await?;
-        // gVisor (20240729) routes nothing through a default route without an
-        // output interface ("No route to host"), and keeps such a route after
-        // its link is deleted (so a re-attach collides with it). A route
-        // with RTA_OIF works and goes away with its link. netns's
-        // create_endpoint adds gateway routes without an interface, so here
-        // they are added separately with one.
-        // TODO(lead): give netns::create_endpoint's default routes the peer's
-        // index as oif (on every platform), and drop this second round trip.
-        let own_routes = self.platform.is_gvisor() && !plan.gateways.is_empty();
         let spec = EndpointSpec {
             host_ifname: &plan.host_ifname,
             ifname: &plan.ifname,
             netns: ns,
             bridge,
             addresses: &plan.addresses,
-            gateways: if own_routes { &[] } else { &plan.gateways },
+            gateways: &plan.gateways,
             mtu: Some(plan.mtu),
             mac: Some(plan.mac),
         };
         let result = netns::create_endpoint(self.handle(), &spec).await;
-        let result = match result {
-            Ok(ep) if own_routes => {
-                match add_default_routes(ns, ep.inner.index, &plan.gateways).await {
-                    Ok(()) => Ok(ep),
-                    Err(e) => {
-                        if let Err(undo) = self.handle().delete_link(ep.host.index).await {
-                            tracing::warn!(error = %undo, "rollback of {} failed", plan.host_ifname);
-                        }
-                        Err(e)
-                    }
-                }
-            }
-            other => other,
-        };
         match result {
             Ok(_) => Ok(()),
             Err(e) => {
