@@ -66,6 +66,13 @@ pub enum Error {
         code: String,
         message: String,
     },
+    /// A file conductor-net needs is not installed on this machine.
+    #[error("{what} not found (looked in {looked_in}); {hint}")]
+    NotInstalled {
+        what: &'static str,
+        looked_in: String,
+        hint: &'static str,
+    },
     /// Anything else (a bug, or an environment we did not expect).
     #[error("{0}")]
     Internal(String),
@@ -108,7 +115,7 @@ impl Error {
             Error::Invalid { .. } => "invalid_argument",
             Error::BadBody(_) => "malformed_body",
             Error::TooLarge { .. } => "payload_too_large",
-            Error::NotFound { .. } => "not_found",
+            Error::NotFound { .. } | Error::NotInstalled { .. } => "not_found",
             Error::Conflict(_) => "conflict",
             Error::Exhausted(_) => "exhausted",
             Error::Forbidden(_) => "forbidden",

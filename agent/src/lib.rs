@@ -17,6 +17,7 @@ pub mod ipam;
 pub mod kernel;
 pub mod model;
 pub mod platform;
+pub mod preload_setup;
 pub mod privileges;
 pub mod real;
 pub mod service;

@@ -53,9 +53,22 @@ pub enum Command {
     Doctor,
     /// Run a self-contained demonstration in throwaway namespaces.
     Demo(DemoArgs),
+    /// Print the installed preload library and the exact line to start
+    /// dockerd with it (and the systemd drop-in).
+    Preload(PreloadArgs),
     /// Send one raw request to the API and print the answer's body (exit 1
     /// on an HTTP error status). For debugging and tests.
     Api(ApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PreloadArgs {
+    /// The dockerd to run (default: `dockerd` found on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub dockerd: Option<PathBuf>,
+    /// Arguments for dockerd, after `--`.
+    #[arg(last = true, value_name = "DOCKERD_ARGS")]
+    pub dockerd_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +287,20 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Demo(args) => crate::demo::run(args.verbose),
+        Command::Preload(args) => {
+            let library = crate::preload_setup::locate_library()?;
+            let dockerd = args
+                .dockerd
+                .unwrap_or_else(crate::preload_setup::find_dockerd);
+            let setup =
+                crate::preload_setup::PreloadSetup::new(&library, &dockerd, &args.dockerd_args)?;
+            if json {
+                print_json(&setup)
+            } else {
+                print!("{}", setup.text());
+                Ok(())
+            }
+        }
         command => {
             let client = Client::new(socket);
             client_runtime()?.block_on(client_command(&client, command, json))
@@ -445,7 +472,7 @@ async fn client_command(client: &Client, command: Command, json: bool) -> Result
             }
             Ok(())
         }
-        Command::Serve(_) | Command::Doctor | Command::Demo(_) => Ok(()),
+        Command::Serve(_) | Command::Doctor | Command::Demo(_) | Command::Preload(_) => Ok(()),
     }
 }
 

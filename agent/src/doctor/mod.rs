@@ -575,25 +575,8 @@ async fn probe_docker(c: &mut Checks) {
     }
 }
 
-/// Places the preload library is looked for.
-pub fn preload_candidates() -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    if let Ok(p) = std::env::var("CONDUCTOR_PRELOAD") {
-        v.push(PathBuf::from(p));
-    }
-    for dir in [
-        "/usr/local/lib/conductor-net",
-        "/usr/lib/conductor-net",
-        "/usr/local/lib",
-        "/usr/lib",
-    ] {
-        v.push(Path::new(dir).join("libconductor_preload.so"));
-    }
-    v
-}
-
 fn probe_preload(c: &mut Checks) {
-    let found = preload_candidates().into_iter().find(|p| p.is_file());
+    let found = crate::preload_setup::find_library();
     let in_ld_preload = std::fs::read_to_string("/etc/ld.so.preload")
         .map(|s| s.contains("libconductor_preload"))
         .unwrap_or(false);
@@ -616,7 +599,14 @@ fn probe_preload(c: &mut Checks) {
             "preload",
             "preload library",
             Outcome::Fail,
-            "libconductor_preload.so not installed (looked in $CONDUCTOR_PRELOAD, /usr/local/lib/conductor-net, /usr/lib/conductor-net, /usr/local/lib, /usr/lib)",
+            format!(
+                "libconductor_preload.so not installed (looked in {})",
+                crate::preload_setup::candidates()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ),
     }
 }
