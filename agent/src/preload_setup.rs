@@ -13,13 +13,13 @@ pub const INSTALLED_PATH: &str = "/usr/local/lib/libconductor_preload.so";
 pub const LIBRARY_ENV: &str = "CONDUCTOR_PRELOAD";
 pub const DROP_IN_PATH: &str = "/etc/systemd/system/docker.service.d/conductor-preload.conf";
 
-/// Places the library is looked for, in order.
+/// Places the library is looked for, in order; only `$CONDUCTOR_PRELOAD`
+/// when that is set (a wrong explicit path is an error, not a fallback).
 pub fn candidates() -> Vec<PathBuf> {
-    let mut v = Vec::new();
     if let Some(p) = std::env::var_os(LIBRARY_ENV) {
-        v.push(PathBuf::from(p));
+        return vec![PathBuf::from(p)];
     }
-    v.push(PathBuf::from(INSTALLED_PATH));
+    let mut v = vec![PathBuf::from(INSTALLED_PATH)];
     for dir in [
         "/usr/local/lib/conductor-net",
         "/usr/lib/conductor-net",

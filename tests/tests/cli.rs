@@ -11,3 +11,57 @@ fn help_exits_zero() {
     let out = netd().arg("--help").output().expect("run conductor-netd");
     assert!(out.status.success());
 }
+
+#[test]
+fn preload_prints_the_exact_dockerd_line() {
+    let dir = std::env::temp_dir().join(format!("conductor-cli-preload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let lib = dir.join("libconductor_preload.so");
+    std::fs::write(&lib, b"").expect("write");
+    let out = netd()
+        .env("CONDUCTOR_PRELOAD", &lib)
+        .args([
+            "preload",
+            "--dockerd",
+            "/usr/sbin/dockerd",
+            "--",
+            "-H",
+            "unix:///run/d.sock",
+        ])
+        .output()
+        .expect("run conductor-netd");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lib = lib.display();
+    assert!(
+        text.contains(&format!(
+            "\n  LD_PRELOAD={lib} /usr/sbin/dockerd -H unix:///run/d.sock\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("/etc/systemd/system/docker.service.d/conductor-preload.conf"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  Environment=LD_PRELOAD={lib}\n")),
+        "{text}"
+    );
+}
+
+#[test]
+fn preload_names_a_missing_library() {
+    let out = netd()
+        .env("CONDUCTOR_PRELOAD", "/nonexistent/libconductor_preload.so")
+        .args(["--json", "preload"])
+        .output()
+        .expect("run conductor-netd");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/libconductor_preload.so"),
+        "{err}"
+    );
+}

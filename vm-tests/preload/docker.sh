@@ -7,11 +7,16 @@
 #        container and from a --network=container: worker; print ok/FAIL lines
 #        and require identical results with and without the preload.
 # bench: dockerd start-to-ready time, BENCH_RUNS alternating runs each.
-# Inputs: CONDUCTOR_PRELOAD_LIB as run.sh. Needs docker.io, busybox-static.
+# With the preload, dockerd is started by the exact command line that
+# `conductor-netd preload` prints (CONDUCTOR_NETD_BIN, default
+# target/release/conductor-netd), so the line users copy is what is tested.
+# Inputs: CONDUCTOR_PRELOAD_LIB as run.sh. Needs docker.io, busybox-static, jq.
 ENVNAME=${1:-}
 MODE=${2:-test}
 case "$ENVNAME" in kernel|gvisor) ;; *) echo "usage: $0 kernel|gvisor [test|bench]" >&2; exit 2;; esac
 LIB=${CONDUCTOR_PRELOAD_LIB:-/work/target-preload/preload-build/libconductor_preload.so}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+NETD=${CONDUCTOR_NETD_BIN:-$ROOT/target/release/conductor-netd}
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 unset LD_PRELOAD
@@ -69,9 +74,13 @@ start_daemon() {
     t0=$(date +%s%N)
     if [ -n "$2" ]; then
         [ "$2" = forced ] && FORCE=1 || FORCE=0
-        LD_PRELOAD=$LIB CONDUCTOR_PRELOAD_FORCE=$FORCE CONDUCTOR_PRELOAD_LOG=$CUR/preload.log dockerd --data-root "$CUR/data" --exec-root "$CUR/exec" \
+        LINE=$(CONDUCTOR_PRELOAD=$LIB "$NETD" --json preload -- --data-root "$CUR/data" --exec-root "$CUR/exec" \
             --pidfile "$CUR/docker.pid" -H "unix://$SOCK" --storage-driver vfs --iptables=false --ip6tables=false \
-            --bip 172.29.0.1/24 >"$CUR/dockerd.log" 2>&1 &
+            --bip 172.29.0.1/24 | jq -r .command)
+        echo "$LINE" >"$CUR/preload-line"
+        # env, so that the daemon is this subshell's pid (stopped by pid)
+        (export CONDUCTOR_PRELOAD_FORCE=$FORCE CONDUCTOR_PRELOAD_LOG=$CUR/preload.log
+         eval "exec env $LINE") >"$CUR/dockerd.log" 2>&1 &
     else
         dockerd --data-root "$CUR/data" --exec-root "$CUR/exec" \
             --pidfile "$CUR/docker.pid" -H "unix://$SOCK" --storage-driver vfs --iptables=false --ip6tables=false \
@@ -98,6 +107,12 @@ d() { timeout 120 $DOCKER -H "unix://$SOCK" "$@"; }
 scenario() {
     start_daemon "$1" "$2"
     echo "R ready $READY"
+    if [ -n "$2" ]; then
+        case "$(cat "$CUR/preload-line" 2>/dev/null)" in
+            "LD_PRELOAD=$LIB /"*dockerd" --data-root $CUR/data "*) echo "# preload line: $(cat "$CUR/preload-line")" ;;
+            *) echo "R preload-line wrong: '$(cat "$CUR/preload-line" 2>/dev/null)'" ;;
+        esac
+    fi
     case "$READY" in never-ready) tail -5 "$CUR/dockerd.log" | sed 's/^/# log: /'; stop_daemon; return;; esac
     tar -C "$T/rootfs" -c . | d import - bb:latest >/dev/null 2>&1 && echo "R import ok" || echo "R import failed"
     d run -d --name parent bb httpd -f -p 8080 -h /www >/dev/null 2>"$CUR/run.err" \
@@ -148,6 +163,10 @@ v() { grep "^R $2 " "$1" | head -1 | cut -d' ' -f3-; }
 for f in $FILES; do
     case $f in r0) tag=without ;; r1) tag=with ;; *) tag=with-forced-trap ;; esac
     case "$(v "$T/$f" ready)" in ''|never-ready) fail "dockerd-starts-$tag" "$(v "$T/$f" ready)" ;; *) ok "dockerd-starts-$tag" ;; esac
+    if [ "$f" != r0 ]; then
+        w=$(v "$T/$f" preload-line)
+        [ -z "$w" ] && ok "started-by-conductor-netd-preload-line-$tag" || fail "started-by-conductor-netd-preload-line-$tag" "$w"
+    fi
     [ "$(v "$T/$f" bridged-run)" = ok ] && ok "bridged-container-$tag" || fail "bridged-container-$tag" "$(v "$T/$f" bridged-run)"
     [ "$(v "$T/$f" bridged-to-bridged)" = hello-from-parent ] && ok "container-to-container-$tag" || fail "container-to-container-$tag" "$(v "$T/$f" bridged-to-bridged)"
     [ "$(v "$T/$f" network-container)" = hello-from-parent ] && ok "network-container-$tag" || fail "network-container-$tag" "$(v "$T/$f" network-container)"
