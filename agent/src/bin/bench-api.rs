@@ -6,10 +6,12 @@
 //! state directory and socket; targets are `cndb-PID-tN`. Measures:
 //! - the bare `netns` crate (`netns::create_endpoint`, in this process) for
 //!   comparison;
-//! - API attach and detach, sequential and with C concurrent clients;
+//! - API attach and detach, sequential and with C concurrent clients, and
+//!   an idempotent re-attach (the API's own cost, no kernel work);
 //! - the daemon's RSS idle and with N endpoints.
 //!
-//! `bench-api [--endpoints 1000] [--concurrency 32] [--bin PATH] [--json]`
+//! `bench-api [--endpoints 1000] [--concurrency 32] [--bin PATH]
+//! [--config-line 'fsync_endpoints = true']... [--json]`
 //! (inside gVisor: `--endpoints 200`).
 
 use std::path::PathBuf;
@@ -28,11 +30,13 @@ struct Opts {
     bin: PathBuf,
     json: bool,
     skip_bare: bool,
+    /// Written into the daemon's config file (e.g. `fsync_endpoints = true`).
+    config: String,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-api [--endpoints N] [--concurrency C] [--bin PATH] [--skip-bare] [--json]"
+        "usage: bench-api [--endpoints N] [--concurrency C] [--bin PATH] [--skip-bare] [--config-line TOML]... [--json]"
     );
     std::process::exit(2)
 }
@@ -51,6 +55,7 @@ fn parse() -> Opts {
             }),
         json: false,
         skip_bare: false,
+        config: String::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -70,6 +75,11 @@ fn parse() -> Opts {
             "--bin" => o.bin = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
             "--json" => o.json = true,
             "--skip-bare" => o.skip_bare = true,
+            "--config-line" => {
+                let line = args.next().unwrap_or_else(|| usage());
+                o.config.push_str(&line);
+                o.config.push('\n');
+            }
             _ => usage(),
         }
     }
@@ -239,7 +249,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| die(e.to_string()));
     let socket = dir.join("netd.sock");
     let config = dir.join("config.toml");
-    std::fs::write(&config, "").unwrap_or_else(|e| die(e.to_string()));
+    std::fs::write(&config, &o.config).unwrap_or_else(|e| die(e.to_string()));
     let child = host
         .run(|| {
             Command::new(&o.bin)
@@ -291,6 +301,17 @@ fn main() {
             let (lat, total) = run_clients(&client, &targets, concurrency, Op::Attach).await;
             out.push(phase(&format!("API attach ({label})"), lat, total));
             rss_full = rss_full.max(rss_kib(pid));
+            if concurrency == 1 && wait {
+                // The same requests again: answered from the daemon's
+                // records, so this is the API's own cost (HTTP, JSON,
+                // opening the target) without the kernel's.
+                let (lat, total) = run_clients(&client, &targets, 1, Op::Attach).await;
+                out.push(phase(
+                    "API attach again (idempotent, no kernel)",
+                    lat,
+                    total,
+                ));
+            }
             let t0 = Instant::now();
             let (lat, total) =
                 run_clients(&client, &targets, concurrency, Op::Detach { wait }).await;
