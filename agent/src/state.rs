@@ -1,27 +1,39 @@
-//! Persistent state: one JSON file per network and per endpoint under the
-//! state directory, each replaced atomically (write a temporary file, fsync
-//! it, rename it over the old one, fsync the directory), so a crash at any
-//! moment leaves either the old or the new file, never a torn one.
+//! Persistent state under the state directory. Networks are one JSON file
+//! each, replaced atomically (write a temporary file, fsync it, rename it
+//! over the old one, fsync the directory), so a crash at any moment leaves
+//! either the old or the new file, never a torn one.
 //!
-//! Endpoint records skip the two fsyncs by default (`fsync_endpoints`): an
-//! endpoint cannot outlive the kernel that holds its veth and namespace, so
-//! its record only has to survive the daemon (kill -9), which write + rename
-//! through the page cache already guarantee; after a machine crash every
-//! endpoint is gone anyway and reconciliation drops its record. Networks
-//! (which do outlive a reboot) are always written with both fsyncs.
+//! Endpoints are a journal, `endpoints.log`: one JSON line per change
+//! (`{"put":ENDPOINT}` or `{"del":"ID"}`), each appended with a single
+//! `write` on an O_APPEND file. A file per endpoint cost an ext4 inode
+//! allocation per attach (0.15-0.3 ms, a third of the API's overhead at 1,000
+//! endpoints). A kill -9 cannot split one `write`; a torn last line (only a
+//! machine crash can make one) is ignored on replay. The journal is
+//! compacted atomically, like a network file, at start and whenever it holds
+//! more than twice the live records (plus 1,024 lines).
+//!
+//! Endpoint lines skip fsync by default (`fsync_endpoints`): an endpoint
+//! cannot outlive the kernel that holds its veth and namespace, so its
+//! record only has to survive the daemon (kill -9), which a write to the
+//! page cache already guarantees; after a machine crash every endpoint is
+//! gone anyway and reconciliation drops its record. With `fsync_endpoints`
+//! every line is fdatasync'ed before the call returns. Networks (which do
+//! outlive a reboot) are always written with both fsyncs.
 //!
 //! ```text
 //! STATE_DIR/lock                 flock: one daemon per state directory
 //! STATE_DIR/instance.json        {"tag":"3fa0"}: names this daemon's links
 //! STATE_DIR/networks/NAME.json   model::Network
-//! STATE_DIR/endpoints/ID.json    model::Endpoint
+//! STATE_DIR/endpoints.log        journal of model::Endpoint
 //! ```
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -30,7 +42,31 @@ use crate::error::{Error, Result};
 use crate::model::{Endpoint, Network};
 
 const NETWORKS: &str = "networks";
-const ENDPOINTS: &str = "endpoints";
+/// Per-endpoint files of earlier versions, read once and folded into the
+/// journal.
+const LEGACY_ENDPOINTS: &str = "endpoints";
+const JOURNAL: &str = "endpoints.log";
+/// Compact when the journal has more lines than twice the live records
+/// plus this.
+const JOURNAL_SLACK: usize = 1024;
+
+/// One journal line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+enum JournalEntry {
+    Put(Endpoint),
+    Del(String),
+}
+
+/// The open journal and what it holds.
+#[derive(Debug, Default)]
+struct Journal {
+    /// Opened by `load` (appends before that go nowhere).
+    file: Option<File>,
+    /// The live records, as the lines that put them.
+    live: HashMap<String, Vec<u8>>,
+    lines: usize,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
@@ -53,13 +89,14 @@ pub struct Store {
     fsync: bool,
     fsync_endpoints: bool,
     counter: AtomicU64,
+    journal: Mutex<Journal>,
     _lock: Option<nix::fcntl::Flock<File>>,
 }
 
 impl Store {
     /// Open (creating) a state directory and take its lock.
     pub fn open(dir: &Path, fsync: bool) -> Result<Store> {
-        for sub in ["", NETWORKS, ENDPOINTS] {
+        for sub in ["", NETWORKS] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| Error::state("create", &d, e))?;
         }
@@ -84,22 +121,8 @@ impl Store {
             fsync,
             fsync_endpoints: false,
             counter: AtomicU64::new(0),
+            journal: Mutex::default(),
             _lock: Some(lock),
-        })
-    }
-
-    /// A store without the lock, for reading state (tests, tools).
-    pub fn open_unlocked(dir: &Path, fsync: bool) -> Result<Store> {
-        for sub in ["", NETWORKS, ENDPOINTS] {
-            let d = dir.join(sub);
-            std::fs::create_dir_all(&d).map_err(|e| Error::state("create", &d, e))?;
-        }
-        Ok(Store {
-            dir: dir.to_path_buf(),
-            fsync,
-            fsync_endpoints: false,
-            counter: AtomicU64::new(0),
-            _lock: None,
         })
     }
 
@@ -149,8 +172,8 @@ impl Store {
         self.dir.join(NETWORKS).join(format!("{name}.json"))
     }
 
-    fn endpoint_path(&self, id: &str) -> PathBuf {
-        self.dir.join(ENDPOINTS).join(format!("{id}.json"))
+    fn journal_path(&self) -> PathBuf {
+        self.dir.join(JOURNAL)
     }
 
     pub fn save_network(&self, net: &Network) -> Result<()> {
@@ -162,22 +185,158 @@ impl Store {
     }
 
     pub fn save_endpoint(&self, ep: &Endpoint) -> Result<()> {
-        self.write_json(&self.endpoint_path(&ep.id), ep, self.fsync_endpoints)
+        let line = journal_line(&JournalEntry::Put(ep.clone()))?;
+        let mut journal = self.journal();
+        self.append(&mut journal, &line)?;
+        journal.live.insert(ep.id.clone(), line);
+        self.maybe_compact(&mut journal)
     }
 
     pub fn remove_endpoint(&self, id: &str) -> Result<()> {
-        self.remove(&self.endpoint_path(id), self.fsync_endpoints)
+        let mut journal = self.journal();
+        if !journal.live.contains_key(id) {
+            return Ok(());
+        }
+        let line = journal_line(&JournalEntry::Del(id.to_string()))?;
+        self.append(&mut journal, &line)?;
+        journal.live.remove(id);
+        self.maybe_compact(&mut journal)
+    }
+
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One `write` of one whole line (O_APPEND: never interleaved).
+    fn append(&self, journal: &mut Journal, line: &[u8]) -> Result<()> {
+        let path = self.journal_path();
+        let Some(file) = journal.file.as_mut() else {
+            return Err(Error::Internal(
+                "endpoint journal written before the state was loaded".into(),
+            ));
+        };
+        let written = file
+            .write(line)
+            .map_err(|e| Error::state("append to", &path, e))?;
+        if written != line.len() {
+            // A short write (disk full): the torn line is ignored on replay,
+            // and compaction rewrites the journal without it.
+            return Err(Error::state(
+                "append to",
+                &path,
+                std::io::Error::other(format!("short write ({written} of {} bytes)", line.len())),
+            ));
+        }
+        if self.fsync_endpoints {
+            file.sync_data()
+                .map_err(|e| Error::state("sync", &path, e))?;
+        }
+        journal.lines += 1;
+        Ok(())
+    }
+
+    fn maybe_compact(&self, journal: &mut Journal) -> Result<()> {
+        if journal.lines > 2 * journal.live.len() + JOURNAL_SLACK {
+            self.compact(journal)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrite the journal as just its live records, atomically.
+    fn compact(&self, journal: &mut Journal) -> Result<()> {
+        let path = self.journal_path();
+        let mut ids: Vec<&String> = journal.live.keys().collect();
+        ids.sort();
+        let mut bytes = Vec::new();
+        for id in ids {
+            bytes.extend_from_slice(&journal.live[id]);
+        }
+        // Atomic replace, always with fsync: a machine crash must not lose
+        // the journal it replaces.
+        self.write_atomic(&path, &bytes, self.fsync)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::state("open", &path, e))?;
+        journal.file = Some(file);
+        journal.lines = journal.live.len();
+        Ok(())
     }
 
     /// Read everything back (replay). Stray temporary files are removed;
-    /// unreadable files are renamed `*.corrupt` and reported.
+    /// unreadable files are renamed `*.corrupt` and reported; unreadable
+    /// journal lines are reported and dropped. Opens the journal, compacted.
     pub fn load(&self) -> Result<Loaded> {
         let mut loaded = Loaded::default();
         loaded.networks = self.load_dir(NETWORKS, &mut loaded.warnings)?;
-        loaded.endpoints = self.load_dir(ENDPOINTS, &mut loaded.warnings)?;
+        let mut journal = self.journal();
+        journal.live = self.replay_journal(&mut loaded.warnings)?;
+        let legacy_dir = self.dir.join(LEGACY_ENDPOINTS);
+        let legacy: Vec<Endpoint> = if legacy_dir.is_dir() {
+            self.load_dir(LEGACY_ENDPOINTS, &mut loaded.warnings)?
+        } else {
+            Vec::new()
+        };
+        for ep in &legacy {
+            journal
+                .live
+                .insert(ep.id.clone(), journal_line(&JournalEntry::Put(ep.clone()))?);
+        }
+        self.compact(&mut journal)?;
+        if legacy_dir.is_dir() {
+            for ep in &legacy {
+                let _ = std::fs::remove_file(legacy_dir.join(format!("{}.json", ep.id)));
+            }
+            let _ = std::fs::remove_dir(&legacy_dir);
+        }
+        for line in journal.live.values() {
+            if let Ok(JournalEntry::Put(ep)) = serde_json::from_slice::<JournalEntry>(line) {
+                loaded.endpoints.push(ep);
+            }
+        }
+        drop(journal);
         loaded.networks.sort_by(|a, b| a.name.cmp(&b.name));
         loaded.endpoints.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(loaded)
+    }
+
+    fn replay_journal(&self, warnings: &mut Vec<String>) -> Result<HashMap<String, Vec<u8>>> {
+        let path = self.journal_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::state("read", &path, e)),
+        };
+        let mut live = HashMap::new();
+        let mut lines = bytes.split_inclusive(|b| *b == b'\n').peekable();
+        let mut number = 0;
+        while let Some(line) = lines.next() {
+            number += 1;
+            let complete = line.ends_with(b"\n");
+            match serde_json::from_slice::<JournalEntry>(line) {
+                Ok(_) if !complete => {
+                    warnings.push(format!(
+                        "{}: line {number} has no end (dropped)",
+                        path.display()
+                    ));
+                }
+                Ok(JournalEntry::Put(ep)) => {
+                    live.insert(ep.id.clone(), line.to_vec());
+                }
+                Ok(JournalEntry::Del(id)) => {
+                    live.remove(&id);
+                }
+                Err(e) => {
+                    // A torn tail is expected after a machine crash; say so
+                    // only for damage elsewhere.
+                    if complete || lines.peek().is_some() {
+                        warnings.push(format!("{}: line {number}: {e} (dropped)", path.display()));
+                    }
+                }
+            }
+        }
+        Ok(live)
     }
 
     fn load_dir<T: DeserializeOwned>(
@@ -277,6 +436,13 @@ impl Store {
     }
 }
 
+fn journal_line(entry: &JournalEntry) -> Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(entry)
+        .map_err(|e| Error::Internal(format!("serialize journal entry: {e}")))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
 fn random_u16() -> u16 {
     let mut buf = [0u8; 2];
     if let Ok(mut f) = File::open("/dev/urandom") {
@@ -344,6 +510,7 @@ mod tests {
     fn save_load_remove_replays() {
         let dir = tempdir("replay");
         let store = Store::open(&dir, true).unwrap();
+        store.load().unwrap();
         store.save_network(&network("a")).unwrap();
         store.save_network(&network("b")).unwrap();
         store.save_endpoint(&endpoint("cn00011")).unwrap();
@@ -365,6 +532,7 @@ mod tests {
     fn torn_temp_files_are_ignored_and_corrupt_files_set_aside() {
         let dir = tempdir("torn");
         let store = Store::open(&dir, false).unwrap();
+        store.load().unwrap();
         store.save_network(&network("a")).unwrap();
         // A crash between write and rename leaves only a temp file.
         std::fs::write(dir.join("networks/.b.json.tmp-1-1"), b"{\"na").unwrap();
@@ -375,6 +543,89 @@ mod tests {
         assert!(loaded.warnings[0].contains("c.json"));
         assert!(!dir.join("networks/.b.json.tmp-1-1").exists());
         assert!(dir.join("networks/c.corrupt").exists());
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn journal_replays_puts_and_dels_and_compacts() {
+        let dir = tempdir("journal");
+        let store = Store::open(&dir, false).unwrap();
+        store.load().unwrap();
+        store.save_endpoint(&endpoint("cn1")).unwrap();
+        store.save_endpoint(&endpoint("cn2")).unwrap();
+        let mut moved = endpoint("cn1");
+        moved.detaching = true;
+        store.save_endpoint(&moved).unwrap();
+        store.remove_endpoint("cn2").unwrap();
+        store.remove_endpoint("never-there").unwrap();
+        drop(store);
+        let store = Store::open(&dir, false).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.endpoints, vec![moved.clone()]);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        // Compacted at load: one line per live record.
+        let text = std::fs::read_to_string(dir.join(JOURNAL)).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        // Churn far past the slack stays bounded.
+        for i in 0..3 * JOURNAL_SLACK {
+            let id = format!("cx{i}");
+            store.save_endpoint(&endpoint(&id)).unwrap();
+            store.remove_endpoint(&id).unwrap();
+        }
+        let lines = std::fs::read_to_string(dir.join(JOURNAL))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines <= 2 + JOURNAL_SLACK + 1, "{lines} lines");
+        drop(store);
+        let store = Store::open(&dir, false).unwrap();
+        assert_eq!(store.load().unwrap().endpoints, vec![moved]);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn torn_journal_tail_is_dropped_and_damage_reported() {
+        let dir = tempdir("journal-torn");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text =
+            String::from_utf8(journal_line(&JournalEntry::Put(endpoint("cn1"))).unwrap()).unwrap();
+        text.push_str("garbage\n");
+        text.push_str(
+            &String::from_utf8(journal_line(&JournalEntry::Put(endpoint("cn2"))).unwrap()).unwrap(),
+        );
+        text.push_str("{\"put\":{\"id\":\"cn3\"");
+        std::fs::write(dir.join(JOURNAL), text).unwrap();
+        let store = Store::open(&dir, false).unwrap();
+        let loaded = store.load().unwrap();
+        let ids: Vec<&str> = loaded.endpoints.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["cn1", "cn2"]);
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(
+            loaded.warnings[0].contains("line 2"),
+            "{:?}",
+            loaded.warnings
+        );
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn legacy_endpoint_files_fold_into_the_journal() {
+        let dir = tempdir("legacy");
+        std::fs::create_dir_all(dir.join(LEGACY_ENDPOINTS)).unwrap();
+        std::fs::write(
+            dir.join(LEGACY_ENDPOINTS).join("cn7.json"),
+            serde_json::to_vec(&endpoint("cn7")).unwrap(),
+        )
+        .unwrap();
+        let store = Store::open(&dir, false).unwrap();
+        assert_eq!(store.load().unwrap().endpoints, vec![endpoint("cn7")]);
+        assert!(!dir.join(LEGACY_ENDPOINTS).exists());
+        drop(store);
+        let store = Store::open(&dir, false).unwrap();
+        assert_eq!(store.load().unwrap().endpoints, vec![endpoint("cn7")]);
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }

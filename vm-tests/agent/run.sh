@@ -149,6 +149,11 @@ host_links() {
 }
 
 tag() { jq -r .tag "$STATE/instance.json"; }
+# Live endpoint records in the state journal (puts minus dels).
+state_endpoints() {
+    jq -n 'reduce inputs as $l ({}; if $l.put then .[$l.put.id] = 1 else del(.[$l.del]) end) | length' \
+        "$STATE/endpoints.log"
+}
 
 # ---------------------------------------------------------------- tests
 
@@ -268,7 +273,7 @@ t_rollback() {
         ip -n $a link show eth1 > /dev/null 2>&1 && { fail $n "eth1 left in $a"; return; }
         [ "$(host_links | sort)" = "$before_links" ] || { fail $n "host links changed"; return; }
         [ "$(netd endpoints $n2 --json | jq length)" = 0 ] || { fail $n "endpoint record left"; return; }
-        [ "$(ls "$STATE/endpoints" | wc -l)" = 1 ] || { fail $n "state file left"; return; }
+        [ "$(state_endpoints)" = 1 ] || { fail $n "state record left"; return; }
         # Its address was handed back: it can be asked for.
         local ip
         ip=$(netd attach $n2 --netns $c --ip 10.124.2.2 --json | jq -r .endpoint.ipv4)
@@ -397,7 +402,7 @@ t_crash_recovery() {
     local hl
     hl=$(host_links | grep -c "^cn$(tag)")
     [ "$hl" = "$cnt" ] || { fail $n "$hl host veths for $cnt endpoints"; return; }
-    [ "$(ls "$STATE/endpoints" | wc -l)" = "$cnt" ] || { fail $n "state files differ from endpoints"; return; }
+    [ "$(state_endpoints)" = "$cnt" ] || { fail $n "$(state_endpoints) endpoint records in the state journal for $cnt endpoints"; return; }
     local nops
     nops=$(cat "$TMP"/ops.* 2>/dev/null | wc -l)
     [ "$nops" -ge 20 ] || { fail $n "only $nops operations succeeded during the kills"; return; }
