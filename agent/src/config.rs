@@ -44,9 +44,9 @@ pub struct Config {
     pub mtu: u32,
     /// fsync state files and their directory (turn off only on tmpfs).
     pub fsync: bool,
-    /// Also fsync endpoint records. Off by default: an endpoint cannot
-    /// outlive a machine crash, and write + rename already survive a daemon
-    /// crash (see `state`).
+    /// Also fdatasync endpoint journal lines. Off by default: an endpoint
+    /// cannot outlive a machine crash, and an appended line already survives
+    /// a daemon crash (see `state`).
     pub fsync_endpoints: bool,
     /// Probe the environment (like `doctor`) at start-up.
     pub startup_probe: bool,
