@@ -188,9 +188,8 @@ impl<K: Kernel> Service<K> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Endpoint records without fsync are a write and a rename in the page
-    /// cache (tens of microseconds): done in place. With fsync they go to
-    /// the blocking pool.
+    /// Without fsync a record is one append to the journal in the page cache
+    /// (microseconds): done in place. With fsync it goes to the blocking pool.
     async fn persist_endpoint(&self, ep: &Endpoint) -> Result<()> {
         if !self.store.endpoint_fsync() {
             return self.store.save_endpoint(ep);

@@ -278,20 +278,9 @@ async fn bad_attach_inputs() {
     assert_eq!(svc.endpoints(None).unwrap().len(), 1);
 }
 
-/// The endpoint ids the state journal holds, replayed independently of
-/// `Store` (which the running service has locked).
-fn persisted_endpoints(dir: &std::path::Path) -> HashSet<String> {
-    let text = std::fs::read_to_string(dir.join("state/endpoints.log")).unwrap_or_default();
-    let mut ids = HashSet::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if let Some(id) = v["put"]["id"].as_str() {
-            ids.insert(id.to_string());
-        } else if let Some(id) = v["del"].as_str() {
-            ids.remove(id);
-        }
-    }
-    ids
+/// The endpoint ids the state journal holds (the service has the lock).
+fn persisted_endpoints(dir: &std::path::Path) -> Vec<String> {
+    crate::state::journaled_endpoint_ids(&dir.join("state")).unwrap()
 }
 
 #[tokio::test]

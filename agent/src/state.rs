@@ -270,73 +270,37 @@ impl Store {
     pub fn load(&self) -> Result<Loaded> {
         let mut loaded = Loaded::default();
         loaded.networks = self.load_dir(NETWORKS, &mut loaded.warnings)?;
-        let mut journal = self.journal();
-        journal.live = self.replay_journal(&mut loaded.warnings)?;
+        let mut replayed = replay_journal(&self.journal_path(), &mut loaded.warnings)?;
         let legacy_dir = self.dir.join(LEGACY_ENDPOINTS);
         let legacy: Vec<Endpoint> = if legacy_dir.is_dir() {
             self.load_dir(LEGACY_ENDPOINTS, &mut loaded.warnings)?
         } else {
             Vec::new()
         };
-        for ep in &legacy {
-            journal
-                .live
-                .insert(ep.id.clone(), journal_line(&JournalEntry::Put(ep.clone()))?);
+        let legacy_files: Vec<PathBuf> = legacy
+            .iter()
+            .map(|ep| legacy_dir.join(format!("{}.json", ep.id)))
+            .collect();
+        for ep in legacy {
+            let line = journal_line(&JournalEntry::Put(ep.clone()))?;
+            replayed.insert(ep.id.clone(), (ep, line));
+        }
+        let mut journal = self.journal();
+        for (id, (ep, line)) in replayed {
+            journal.live.insert(id, line);
+            loaded.endpoints.push(ep);
         }
         self.compact(&mut journal)?;
+        drop(journal);
         if legacy_dir.is_dir() {
-            for ep in &legacy {
-                let _ = std::fs::remove_file(legacy_dir.join(format!("{}.json", ep.id)));
+            for file in legacy_files {
+                let _ = std::fs::remove_file(file);
             }
             let _ = std::fs::remove_dir(&legacy_dir);
         }
-        for line in journal.live.values() {
-            if let Ok(JournalEntry::Put(ep)) = serde_json::from_slice::<JournalEntry>(line) {
-                loaded.endpoints.push(ep);
-            }
-        }
-        drop(journal);
         loaded.networks.sort_by(|a, b| a.name.cmp(&b.name));
         loaded.endpoints.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(loaded)
-    }
-
-    fn replay_journal(&self, warnings: &mut Vec<String>) -> Result<HashMap<String, Vec<u8>>> {
-        let path = self.journal_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::state("read", &path, e)),
-        };
-        let mut live = HashMap::new();
-        let mut lines = bytes.split_inclusive(|b| *b == b'\n').peekable();
-        let mut number = 0;
-        while let Some(line) = lines.next() {
-            number += 1;
-            let complete = line.ends_with(b"\n");
-            match serde_json::from_slice::<JournalEntry>(line) {
-                Ok(_) if !complete => {
-                    warnings.push(format!(
-                        "{}: line {number} has no end (dropped)",
-                        path.display()
-                    ));
-                }
-                Ok(JournalEntry::Put(ep)) => {
-                    live.insert(ep.id.clone(), line.to_vec());
-                }
-                Ok(JournalEntry::Del(id)) => {
-                    live.remove(&id);
-                }
-                Err(e) => {
-                    // A torn tail is expected after a machine crash; say so
-                    // only for damage elsewhere.
-                    if complete || lines.peek().is_some() {
-                        warnings.push(format!("{}: line {number}: {e} (dropped)", path.display()));
-                    }
-                }
-            }
-        }
-        Ok(live)
     }
 
     fn load_dir<T: DeserializeOwned>(
@@ -434,6 +398,55 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The live endpoints of a journal, each with the line that put it.
+fn replay_journal(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<HashMap<String, (Endpoint, Vec<u8>)>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::state("read", path, e)),
+    };
+    let mut live = HashMap::new();
+    for (number, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let number = number + 1;
+        // Only the last line can lack its end: a write torn by a machine crash.
+        let complete = line.ends_with(b"\n");
+        match serde_json::from_slice::<JournalEntry>(line) {
+            Ok(_) if !complete => {
+                warnings.push(format!(
+                    "{}: line {number} has no end (dropped)",
+                    path.display()
+                ));
+            }
+            Ok(JournalEntry::Put(ep)) => {
+                live.insert(ep.id.clone(), (ep, line.to_vec()));
+            }
+            Ok(JournalEntry::Del(id)) => {
+                live.remove(&id);
+            }
+            // A torn tail is expected after a machine crash; only damage
+            // elsewhere is reported.
+            Err(e) if complete => {
+                warnings.push(format!("{}: line {number}: {e} (dropped)", path.display()));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(live)
+}
+
+/// The ids of the endpoints a state directory's journal holds, sorted; read
+/// without the lock, for tests and tools (a running daemon may append).
+pub fn journaled_endpoint_ids(state_dir: &Path) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = replay_journal(&state_dir.join(JOURNAL), &mut Vec::new())?
+        .into_keys()
+        .collect();
+    ids.sort();
+    Ok(ids)
 }
 
 fn journal_line(entry: &JournalEntry) -> Result<Vec<u8>> {

@@ -23,8 +23,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::error::ErrorKind;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Handle;
 use crate::link::{get_by_index_op, no_ipv6_link_local_op, set_up_op, single_link, Link, VethSpec};
 use crate::namespace::Netns;
@@ -95,10 +94,12 @@ async fn configure_inside(spec: &EndpointSpec<'_>, peer_index: Option<u32>) -> R
     };
     let mut ops = vec![set_up_op(LOOPBACK_INDEX, true)];
     // Before the link goes up: the address is made when it does.
-    let no_link_local = !spec.addresses.iter().any(|a| a.addr().is_ipv6());
-    if no_link_local {
+    let no_link_local_at = if spec.addresses.iter().any(|a| a.addr().is_ipv6()) {
+        None
+    } else {
         ops.push(no_ipv6_link_local_op(index));
-    }
+        Some(ops.len() - 1)
+    };
     ops.push(set_up_op(index, true));
     ops.extend(
         spec.addresses
@@ -118,7 +119,7 @@ async fn configure_inside(spec: &EndpointSpec<'_>, peer_index: Option<u32>) -> R
         match result {
             // A stack without IPv6, or one that takes no IFLA_AF_SPEC
             // (gVisor), makes no link-local address anyway.
-            Err(e) if no_link_local && i == 1 && e.kind() == ErrorKind::Unsupported => {}
+            Err(e) if Some(i) == no_link_local_at && e.kind() == ErrorKind::Unsupported => {}
             result => last = result?,
         }
     }

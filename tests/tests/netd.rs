@@ -607,20 +607,7 @@ fn a_second_daemon_on_the_same_socket_or_state_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another"));
 }
 
-/// The endpoint ids the state journal (`endpoints.log`) holds: puts minus
-/// dels, replayed here independently of the daemon.
+/// The endpoint ids the daemon's state journal holds.
 fn journaled_endpoints(state: &std::path::Path) -> Vec<String> {
-    let text = std::fs::read_to_string(state.join("endpoints.log")).unwrap_or_default();
-    let mut ids: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("journal line is JSON");
-        if let Some(id) = v["put"]["id"].as_str() {
-            if !ids.iter().any(|i| i == id) {
-                ids.push(id.to_string());
-            }
-        } else if let Some(id) = v["del"].as_str() {
-            ids.retain(|i| i != id);
-        }
-    }
-    ids
+    conductor_netd::state::journaled_endpoint_ids(state).expect("read the journal")
 }
