@@ -22,6 +22,8 @@ apt-get install -y --no-install-recommends \
     golang-go golang-github-vishvananda-netlink-dev \
     build-essential pkg-config
 apt-get install -y --no-install-recommends -t bookworm-backports runsc
+# Debian sid's dockerd 28.5.2, privately beside bookworm's 20.10.
+"$(dirname "$0")/install-docker28.sh"
 
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then
