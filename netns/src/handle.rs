@@ -5,7 +5,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use tokio::sync::Mutex;
 
 use crate::connection::{open_socket, Connection, Reply, Request};
-use crate::error::{Error, Result};
+use crate::error::{errno_of, Error, Result};
 use crate::namespace::Netns;
 
 /// One request with what to call it in an error.
@@ -54,7 +54,7 @@ impl Handle {
     /// A handle in the calling thread's namespace. Needs a tokio runtime.
     pub fn current() -> Result<Handle> {
         let socket = open_socket()
-            .map_err(|e| Error::os("open netlink socket", "current namespace", io_errno(&e)))?;
+            .map_err(|e| Error::os("open netlink socket", "current namespace", errno_of(&e)))?;
         Self::from_socket(socket, "current namespace".to_string())
     }
 
@@ -62,7 +62,7 @@ impl Handle {
     pub fn open(ns: &Netns) -> Result<Handle> {
         let socket = ns
             .run(open_socket)?
-            .map_err(|e| Error::os("open netlink socket in", ns.describe(), io_errno(&e)))?;
+            .map_err(|e| Error::os("open netlink socket in", ns.describe(), errno_of(&e)))?;
         Self::from_socket(socket, ns.describe())
     }
 
@@ -71,7 +71,7 @@ impl Handle {
             Error::os(
                 "register netlink socket of",
                 namespace.clone(),
-                io_errno(&e),
+                errno_of(&e),
             )
         })?;
         Ok(Handle {
@@ -107,7 +107,7 @@ impl Handle {
             Error::os(
                 "netlink round trip in",
                 self.namespace.clone(),
-                io_errno(&e),
+                errno_of(&e),
             )
         })?;
         Ok(ops
@@ -175,8 +175,4 @@ impl Batch<'_> {
         }
         Ok(())
     }
-}
-
-pub(crate) fn io_errno(e: &std::io::Error) -> nix::errno::Errno {
-    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }

@@ -15,7 +15,9 @@ pub fn validate_ifname(name: &str) -> Result<()> {
             "{} bytes, longer than {MAX_IFNAME_LEN}",
             name.len()
         ))
-    } else if name == "." || name == ".." {
+    } else if matches!(name, "." | ".." | "all" | "default") {
+        // "all" and "default" are the kernel's own per-interface sysctl
+        // directories (net.ipv4.conf.all): a link cannot have those names.
         Some("reserved name".to_string())
     } else if name.contains('/') {
         Some("contains '/'".to_string())
@@ -55,6 +57,8 @@ mod tests {
             ".",
             "..",
             "a:1",
+            "all",
+            "default",
         ] {
             let err = validate_ifname(bad).unwrap_err();
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");

@@ -22,6 +22,22 @@ use crate::ifname::validate_ifname;
 use crate::namespace::Netns;
 
 /// What the kernel reports about a link.
+/// MTUs the kernel accepts on an Ethernet-like link (IPv4's minimum of 68
+/// up to the largest 16-bit value).
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+
+/// Check an MTU before anything is sent, naming the value.
+pub fn validate_mtu(mtu: u32) -> Result<()> {
+    if MTU_RANGE.contains(&mtu) {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "MTU",
+        mtu.to_string(),
+        format!("must be {}..={}", MTU_RANGE.start(), MTU_RANGE.end()),
+    ))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub index: u32,
@@ -226,9 +242,7 @@ impl Handle {
     }
 
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
-        if !(68..=65535).contains(&mtu) {
-            return Err(Error::invalid("MTU", mtu.to_string(), "must be 68..=65535"));
-        }
+        validate_mtu(mtu)?;
         let msg = modify(index).mtu(mtu).build();
         self.run(modify_op(msg, "set MTU of", index))
             .await

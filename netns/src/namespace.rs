@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
-use crate::error::{Error, Result};
+use crate::error::{errno_of, Error, Result};
 
 /// Where iproute2 keeps named network namespaces.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -28,7 +28,8 @@ pub struct Netns {
     name: Option<String>,
 }
 
-fn validate_ns_name(name: &str) -> Result<()> {
+/// Names of named namespaces (files under /run/netns), as iproute2 takes them.
+pub fn validate_netns_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "must not be empty"
     } else if name.len() > 255 {
@@ -43,10 +44,6 @@ fn validate_ns_name(name: &str) -> Result<()> {
         return Ok(());
     };
     Err(Error::invalid("namespace name", name, reason))
-}
-
-fn errno_of(err: &std::io::Error) -> Errno {
-    Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// iproute2 makes the run dir a shared mount so that namespaces created later
@@ -77,7 +74,7 @@ fn prepare_run_dir(dir: &Path) -> Result<()> {
 impl Netns {
     /// Create a named namespace under /run/netns (like `ip netns add NAME`).
     pub fn create(name: &str) -> Result<Netns> {
-        validate_ns_name(name)?;
+        validate_netns_name(name)?;
         let dir = Path::new(NETNS_RUN_DIR);
         prepare_run_dir(dir)?;
         let path = dir.join(name);
@@ -121,7 +118,7 @@ impl Netns {
 
     /// Open a named namespace (one under /run/netns).
     pub fn open(name: &str) -> Result<Netns> {
-        validate_ns_name(name)?;
+        validate_netns_name(name)?;
         Self::open_file(&Path::new(NETNS_RUN_DIR).join(name), Some(name.to_string()))
     }
 
@@ -153,18 +150,40 @@ impl Netns {
             Some(n) => format!("namespace {n:?}"),
             None => format!("namespace {}", path.display()),
         };
-        let file = File::open(path).map_err(|e| Error::os("open", object.clone(), errno_of(&e)))?;
+        // O_NONBLOCK: a FIFO (or a device) given as a namespace path must not
+        // block the caller until someone opens its other end.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| Error::os("open", object.clone(), errno_of(&e)))?;
         let ns = Netns {
             file,
             path: path.to_path_buf(),
             name,
         };
-        // A plain file under /run/netns whose mount went away is not a namespace.
         let fstype = nix::sys::statfs::fstatfs(&ns.file)
             .map_err(|e| Error::os("stat", object.clone(), e))?
             .filesystem_type();
-        if fstype != nix::sys::statfs::NSFS_MAGIC && fstype != PROC_SUPER_MAGIC {
+        let nsfs = fstype == nix::sys::statfs::NSFS_MAGIC;
+        if !nsfs && fstype != PROC_SUPER_MAGIC && ns.name.is_some() {
+            // A plain file under /run/netns whose mount went away: the
+            // namespace is gone.
             return Err(Error::os("open", object, Errno::ENOENT));
+        }
+        let network = match crate::sys::namespace_type(ns.file.as_fd()) {
+            Ok(kind) => kind == libc::CLONE_NEWNET,
+            // gVisor answers ENOTTY for every file; its namespace files are
+            // on nsfs, plain procfs files (/proc/self/status) are not.
+            Err(Errno::ENOTTY) => nsfs,
+            Err(e) => return Err(Error::os("identify", object, e)),
+        };
+        if !network {
+            return Err(Error::invalid(
+                "namespace path",
+                path.display().to_string(),
+                "not a network namespace file (such as /proc/PID/ns/net or /run/netns/NAME)",
+            ));
         }
         Ok(ns)
     }
@@ -172,7 +191,7 @@ impl Netns {
     /// Delete a named namespace (like `ip netns delete NAME`). The namespace
     /// itself lives on while any process or open handle still holds it.
     pub fn delete(name: &str) -> Result<()> {
-        validate_ns_name(name)?;
+        validate_netns_name(name)?;
         let path = Path::new(NETNS_RUN_DIR).join(name);
         let object = format!("namespace {name:?}");
         if !path.exists() {

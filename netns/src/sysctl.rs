@@ -10,8 +10,8 @@
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
-use crate::error::{Error, Result};
-use crate::handle::io_errno;
+use crate::error::{errno_of, Error, Result};
+
 use crate::namespace::Netns;
 
 fn path_of(key: &str) -> Result<String> {
@@ -65,7 +65,7 @@ pub fn read_sysctl(ns: &Netns, key: &str) -> Result<String> {
         Error::os(
             "read sysctl",
             format!("{key} in {}", ns.describe()),
-            io_errno(&e),
+            errno_of(&e),
         )
     })
 }
@@ -81,7 +81,7 @@ pub fn write_sysctl(ns: &Netns, key: &str, value: &str) -> Result<()> {
         Error::os(
             "write sysctl",
             format!("{key}={value} in {}", ns.describe()),
-            io_errno(&e),
+            errno_of(&e),
         )
     })
 }
