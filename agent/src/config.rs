@@ -121,8 +121,8 @@ impl Config {
                 self.pool.prefix_len()
             )));
         }
-        if !(68..=65535).contains(&self.mtu) {
-            return Err(bad(format!("mtu {} must be 68..=65535", self.mtu)));
+        if let Err(e) = netns::validate_mtu(self.mtu) {
+            return Err(bad(e.to_string()));
         }
         self.socket_mode_bits()
             .map_err(|_| bad(format!("socket_mode {:?} is not octal", self.socket_mode)))?;

@@ -12,16 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netns::Netns;
+use netns::{Netns, ScratchNamespaces};
 
-use crate::api::client::Client;
-use crate::cli::output;
+use crate::api::types::{AttachRequest, CreateNetwork};
+use crate::api::Client;
 use crate::error::{Error, Result};
-use crate::model::{AttachRequest, AttachResponse, CreateNetwork, NetworkView, Status};
+use crate::render;
 
+/// Drops in order: the daemon (by pid), then the namespaces, then the
+/// temporary directory.
 struct Cleanup {
-    namespaces: Vec<String>,
     daemon: Option<Child>,
+    namespaces: ScratchNamespaces,
     dir: PathBuf,
 }
 
@@ -42,9 +44,6 @@ impl Drop for Cleanup {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for n in &self.namespaces {
-            let _ = Netns::delete(n);
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -54,25 +53,25 @@ fn step(cmd: &str) {
 }
 
 pub fn run(verbose: bool) -> Result<()> {
-    crate::privileges::require().map_err(|e| Error::Forbidden(format!("demo: {e}")))?;
+    crate::privileges::require().map_err(|e| Error::Permission(format!("demo: {e}")))?;
     let base = format!("cnd-demo-{}", std::process::id());
     let dir = std::env::temp_dir().join(&base);
     std::fs::create_dir_all(&dir).map_err(|e| Error::state("create", &dir, e))?;
     let mut cleanup = Cleanup {
-        namespaces: Vec::new(),
         daemon: None,
+        namespaces: ScratchNamespaces::new(&base),
         dir: dir.clone(),
     };
     let mut make = |suffix: &str| -> Result<Netns> {
-        let name = format!("{base}-{suffix}");
-        let ns = Netns::create(&name).map_err(|e| Error::kernel("demo: create namespace", e))?;
-        cleanup.namespaces.push(name);
-        Ok(ns)
+        cleanup
+            .namespaces
+            .create(suffix)
+            .map_err(|e| Error::kernel("demo: create namespace", e))
     };
     let host = make("host")?;
     let a = make("a")?;
     let b = make("b")?;
-    let (a_name, b_name) = (format!("{base}-a"), format!("{base}-b"));
+    let (a_name, b_name) = (cleanup.namespaces.name("a"), cleanup.namespaces.name("b"));
     let socket = dir.join("netd.sock");
     let state = dir.join("state");
 
@@ -113,15 +112,11 @@ pub fn run(verbose: bool) -> Result<()> {
     rt.block_on(async {
         wait_ready(&client, &socket).await?;
         step("network create demo");
-        let (_, net): (u16, NetworkView) = client
-            .call(
-                "POST",
-                "/v1/networks",
-                Some(&CreateNetwork {
-                    name: "demo".into(),
-                    ..Default::default()
-                }),
-            )
+        let net = client
+            .create_network(&CreateNetwork {
+                name: "demo".into(),
+                ..Default::default()
+            })
             .await?;
         println!(
             "created network demo (bridge {}, subnet {}, gateway {})",
@@ -131,26 +126,25 @@ pub fn run(verbose: bool) -> Result<()> {
         for ns in [&a_name, &b_name] {
             step(&format!("attach demo --netns {ns}"));
             let started = Instant::now();
-            let (_, r): (u16, AttachResponse) = client
-                .call(
-                    "POST",
-                    "/v1/networks/demo/endpoints",
-                    Some(&AttachRequest {
+            let r = client
+                .attach(
+                    "demo",
+                    &AttachRequest {
                         netns: Some(ns.clone()),
                         ..Default::default()
-                    }),
+                    },
                 )
                 .await?;
             println!(
                 "{}  [{:.1} ms]",
-                output::attach_line(&r),
+                render::attach_line(&r),
                 started.elapsed().as_secs_f64() * 1e3
             );
             addrs.push(r.endpoint.endpoint.ipv4.addr());
         }
         step("status");
-        let status: Status = client.get("/v1/status").await?;
-        print!("{}", output::status_tree(&status));
+        let status = client.status().await?;
+        print!("{}", render::status_tree(&status));
 
         let server = SocketAddr::new(addrs[0].into(), 7777);
         println!("\nTCP echo: {b_name} -> {server} (listener inside {a_name})");
@@ -158,9 +152,7 @@ pub fn run(verbose: bool) -> Result<()> {
         println!("sent and received back {echoed:?}: ok");
 
         step("network rm demo --force");
-        let (_, r): (u16, crate::model::RemoveResponse) = client
-            .call("DELETE", "/v1/networks/demo?force=true", None::<&()>)
-            .await?;
+        let r = client.remove_network("demo", true).await?;
         println!(
             "removed network {} (detached {} endpoint(s))",
             r.removed, r.detached
@@ -178,10 +170,10 @@ pub fn run(verbose: bool) -> Result<()> {
 async fn wait_ready(client: &Client, socket: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match client.get::<Status>("/v1/status").await {
+        match client.status().await {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
-                return Err(Error::Client(format!(
+                return Err(Error::Unreachable(format!(
                     "demo: the daemon did not come up on {}: {e}",
                     socket.display()
                 )))

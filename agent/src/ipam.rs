@@ -46,16 +46,56 @@ pub fn pick_subnet(pool: Ipv4Net, prefix: u8, taken: &[IpNet]) -> Result<Ipv4Net
     )))
 }
 
-/// Parse and check a requested IPv4 subnet: a network address, /8 to /30.
+/// IPv4 ranges no network may use: "this network" (0/8), loopback
+/// (127/8), link-local (169.254/16, the metadata address among them),
+/// multicast (224/4) and reserved/broadcast (240/4).
+pub const REFUSED_V4: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8)"),
+    ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+    ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
+    ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+    (
+        "240.0.0.0/4",
+        "reserved (240.0.0.0/4, with the broadcast address)",
+    ),
+];
+
+/// IPv6 ranges no network may use: unspecified and loopback (::/127),
+/// IPv4-mapped (::ffff:0:0/96), link-local (fe80::/10) and multicast
+/// (ff00::/8).
+pub const REFUSED_V6: &[(&str, &str)] = &[
+    ("::/127", "unspecified or loopback (::/127)"),
+    ("::ffff:0:0/96", "IPv4-mapped (::ffff:0:0/96)"),
+    ("fe80::/10", "link-local (fe80::/10)"),
+    ("ff00::/8", "multicast (ff00::/8)"),
+];
+
+fn refused(net: IpNet, table: &'static [(&'static str, &'static str)]) -> Option<&'static str> {
+    table.iter().find_map(|(range, what)| {
+        let range: IpNet = range.parse().ok()?;
+        overlaps(&net, &range).then_some(*what)
+    })
+}
+
+/// Parse and check a requested IPv4 subnet: a network address, /8 to /30,
+/// outside the refused ranges.
 pub fn parse_subnet_v4(text: &str) -> Result<Ipv4Net> {
     let net: Ipv4Net = text
         .trim()
         .parse()
         .map_err(|_| Error::invalid("subnet", text, "not an IPv4 CIDR such as 10.89.3.0/24"))?;
+    check_subnet_v4(net).map(|()| net).map_err(|e| match e {
+        Error::Invalid { reason, .. } => Error::invalid("subnet", text, reason),
+        other => other,
+    })
+}
+
+/// The rules a subnet must follow, for requests and stored records alike.
+pub fn check_subnet_v4(net: Ipv4Net) -> Result<()> {
     if net.trunc() != net {
         return Err(Error::invalid(
             "subnet",
-            text,
+            net,
             format!(
                 "not a network address (host bits set; did you mean {}?)",
                 net.trunc()
@@ -63,31 +103,53 @@ pub fn parse_subnet_v4(text: &str) -> Result<Ipv4Net> {
         ));
     }
     if !(8..=30).contains(&net.prefix_len()) {
-        return Err(Error::invalid("subnet", text, "prefix must be /8 to /30"));
+        return Err(Error::invalid("subnet", net, "prefix must be /8 to /30"));
     }
-    Ok(net)
+    if let Some(what) = refused(IpNet::V4(net), REFUSED_V4) {
+        return Err(Error::invalid(
+            "subnet",
+            net,
+            format!("overlaps {what}, which no network may use"),
+        ));
+    }
+    Ok(())
 }
 
-/// Parse and check a requested IPv6 subnet: a network address, /48 to /120.
+/// Parse and check a requested IPv6 subnet: a network address, /48 to /120,
+/// outside the refused ranges.
 pub fn parse_subnet_v6(text: &str) -> Result<Ipv6Net> {
     let net: Ipv6Net = text.trim().parse().map_err(|_| {
         Error::invalid("ipv6 subnet", text, "not an IPv6 CIDR such as fd00:89::/64")
     })?;
+    check_subnet_v6(net).map(|()| net).map_err(|e| match e {
+        Error::Invalid { reason, .. } => Error::invalid("ipv6 subnet", text, reason),
+        other => other,
+    })
+}
+
+pub fn check_subnet_v6(net: Ipv6Net) -> Result<()> {
     if net.trunc() != net {
         return Err(Error::invalid(
             "ipv6 subnet",
-            text,
+            net,
             format!("not a network address (did you mean {}?)", net.trunc()),
         ));
     }
     if !(48..=120).contains(&net.prefix_len()) {
         return Err(Error::invalid(
             "ipv6 subnet",
-            text,
+            net,
             "prefix must be /48 to /120",
         ));
     }
-    Ok(net)
+    if let Some(what) = refused(IpNet::V6(net), REFUSED_V6) {
+        return Err(Error::invalid(
+            "ipv6 subnet",
+            net,
+            format!("overlaps {what}, which no network may use"),
+        ));
+    }
+    Ok(())
 }
 
 /// The gateway of a subnet: the one given (checked), or the first host.
@@ -144,7 +206,12 @@ impl AddressPool {
     pub fn v4(subnet: Ipv4Net, gateway: Ipv4Addr) -> AddressPool {
         let size = 1u128 << (32 - subnet.prefix_len());
         let base = to_u128(IpAddr::V4(subnet.network()));
-        let gw = to_u128(IpAddr::V4(gateway)) - base;
+        // A gateway outside the subnet (a damaged record; records are
+        // validated on load) reserves nothing instead of wrapping around.
+        let gw = to_u128(IpAddr::V4(gateway))
+            .checked_sub(base)
+            .filter(|o| *o < size)
+            .unwrap_or(0);
         AddressPool {
             net: IpNet::V4(subnet),
             base,
@@ -165,7 +232,10 @@ impl AddressPool {
             1u128 << bits
         };
         let base = to_u128(IpAddr::V6(subnet.network()));
-        let gw = to_u128(IpAddr::V6(gateway)) - base;
+        let gw = to_u128(IpAddr::V6(gateway))
+            .checked_sub(base)
+            .filter(|o| *o < size)
+            .unwrap_or(0);
         AddressPool {
             net: IpNet::V6(subnet),
             base,

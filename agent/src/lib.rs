@@ -2,8 +2,11 @@
 //! unix-socket API, the CLI and `doctor`.
 //!
 //! Data flows one way: CLI / API request -> [`service::Service`] ->
-//! [`kernel::Kernel`] (implemented over the `netns` crate by
-//! [`real::NetnsKernel`], in memory by [`fake::FakeKernel`]) -> kernel.
+//! [`kernel::Kernel`] (over the `netns` crate by [`kernel::NetnsKernel`],
+//! in memory by `kernel::fake::FakeKernel` in tests) -> kernel. Where each
+//! part lives, and where new ones go, is in README.md ("Architecture").
+
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
@@ -12,14 +15,13 @@ pub mod daemon;
 pub mod demo;
 pub mod doctor;
 pub mod error;
-pub mod fake;
 pub mod ipam;
 pub mod kernel;
 pub mod model;
 pub mod platform;
 pub mod preload_setup;
 pub mod privileges;
-pub mod real;
+pub mod render;
 pub mod service;
 pub mod state;
 

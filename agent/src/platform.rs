@@ -25,26 +25,13 @@ impl Platform {
 /// gVisor's fixed /proc/version.
 const GVISOR_VERSION: &str = "Linux version 4.4.0 #1 SMP Sun Jan 10 15:06:54 PST 2016";
 
-/// The kernel log (syslog(2)); gVisor's starts with "Starting gVisor...".
-fn kernel_log_head() -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    // SYSLOG_ACTION_READ_ALL = 3; reads without consuming.
-    // SAFETY: buf is valid for buf.len() bytes for the duration of the call.
-    let n = unsafe { libc::klogctl(3, buf.as_mut_ptr().cast(), buf.len() as libc::c_int) };
-    if n <= 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(String::from_utf8_lossy(&buf).to_string())
-}
-
 /// Detect the platform (cheap: two reads, one syscall).
 pub fn detect() -> Platform {
     let version = std::fs::read_to_string("/proc/version").unwrap_or_default();
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().to_string())
         .unwrap_or_default();
-    let log = kernel_log_head().unwrap_or_default();
+    let log = netns::sys::kernel_log_head().unwrap_or_default();
     let (kind, evidence) = if log.contains("Starting gVisor") {
         ("gvisor", "kernel log says \"Starting gVisor...\"")
     } else if version.trim() == GVISOR_VERSION {

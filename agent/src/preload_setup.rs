@@ -9,11 +9,12 @@ use crate::error::{Error, Result};
 
 /// Where `scripts/demo.sh` installs the library.
 pub const INSTALLED_PATH: &str = "/usr/local/lib/libconductor_preload.so";
-/// Overrides the search (a library built but not installed).
-pub const LIBRARY_ENV: &str = "CONDUCTOR_PRELOAD";
+/// Overrides the search (a library built but not installed). Not
+/// `CONDUCTOR_PRELOAD`: that one is the library's own switch (`off`).
+pub const LIBRARY_ENV: &str = "CONDUCTOR_PRELOAD_PATH";
 pub const DROP_IN_PATH: &str = "/etc/systemd/system/docker.service.d/conductor-preload.conf";
 
-/// Places the library is looked for, in order; only `$CONDUCTOR_PRELOAD`
+/// Places the library is looked for, in order; only `$CONDUCTOR_PRELOAD_PATH`
 /// when that is set (a wrong explicit path is an error, not a fallback).
 pub fn candidates() -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os(LIBRARY_ENV) {
@@ -48,11 +49,9 @@ pub struct PreloadSetup {
 impl PreloadSetup {
     /// For `library`, with `dockerd` (its path) and its arguments.
     pub fn new(library: &Path, dockerd: &Path, args: &[String]) -> Result<PreloadSetup> {
-        let lib = library.to_str().ok_or_else(|| Error::Invalid {
-            what: "library path",
-            value: library.display().to_string(),
-            reason: "is not UTF-8".into(),
-        })?;
+        let lib = library
+            .to_str()
+            .ok_or_else(|| Error::invalid("library path", library.display(), "is not UTF-8"))?;
         let mut command = format!(
             "LD_PRELOAD={} {}",
             shell_quote(lib),
@@ -104,7 +103,7 @@ pub fn locate_library() -> Result<PathBuf> {
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        hint: "install it with scripts/demo.sh, or set CONDUCTOR_PRELOAD to a built one",
+        hint: "install it with scripts/demo.sh, or set CONDUCTOR_PRELOAD_PATH to a built one",
     })
 }
 

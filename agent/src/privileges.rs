@@ -34,7 +34,7 @@ pub fn require() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error::Forbidden(format!(
+    Err(Error::Permission(format!(
         "conductor-netd serve needs {}; missing: {} (run it as root)",
         REQUIRED
             .iter()

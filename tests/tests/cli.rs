@@ -19,7 +19,9 @@ fn preload_prints_the_exact_dockerd_line() {
     let lib = dir.join("libconductor_preload.so");
     std::fs::write(&lib, b"").expect("write");
     let out = netd()
-        .env("CONDUCTOR_PRELOAD", &lib)
+        .env("CONDUCTOR_PRELOAD_PATH", &lib)
+        // The library's own switch must not be read as a path.
+        .env("CONDUCTOR_PRELOAD", "off")
         .args([
             "preload",
             "--dockerd",
@@ -53,15 +55,37 @@ fn preload_prints_the_exact_dockerd_line() {
 #[test]
 fn preload_names_a_missing_library() {
     let out = netd()
-        .env("CONDUCTOR_PRELOAD", "/nonexistent/libconductor_preload.so")
+        .env(
+            "CONDUCTOR_PRELOAD_PATH",
+            "/nonexistent/libconductor_preload.so",
+        )
         .args(["--json", "preload"])
         .output()
         .expect("run conductor-netd");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // Not installed: exit 8 (unsupported / not installed).
+    assert_eq!(out.status.code(), Some(8), "{out:?}");
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("/nonexistent/libconductor_preload.so"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_preload_switch_is_not_a_library_path() {
+    let out = netd()
+        .env_remove("CONDUCTOR_PRELOAD_PATH")
+        .env("CONDUCTOR_PRELOAD", "off")
+        .args(["--json", "preload"])
+        .output()
+        .expect("run conductor-netd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Whether or not the library is installed here, "off" is never looked
+    // for as a file.
+    assert!(!err.contains("looked in off"), "{err}");
+    assert!(
+        out.status.success() || err.contains("/usr/local/lib/libconductor_preload.so"),
         "{err}"
     );
 }

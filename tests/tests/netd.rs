@@ -15,16 +15,26 @@ use std::time::{Duration, Instant};
 
 use conductor_tests::netd_bin;
 
-/// Build the binary if this test run did not (e.g. `cargo test -p
-/// conductor-tests` alone builds only the library it depends on).
+/// The binary under test, built with the `testing` feature.
 fn bin() -> PathBuf {
     static BUILD: Once = Once::new();
     let path = netd_bin();
     BUILD.call_once(|| {
-        if !path.exists() {
+        // Built with the test-only paths (`serve --fake-kernel`); a binary
+        // from a plain build lacks them, so this always runs (a no-op when
+        // cargo's own test build already made it).
+        if std::env::var_os("CONDUCTOR_NETD_BIN").is_none() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "conductor-netd", "--bin", "conductor-netd"]);
+            cmd.args([
+                "build",
+                "-p",
+                "conductor-netd",
+                "--features",
+                "testing",
+                "--bin",
+                "conductor-netd",
+            ]);
             if path.parent().and_then(|p| p.file_name()) == Some("release".as_ref()) {
                 cmd.arg("--release");
             }
@@ -35,6 +45,13 @@ fn bin() -> PathBuf {
     assert!(path.exists(), "{} is missing", path.display());
     path
 }
+
+/// Exit codes by error class (see `conductor_netd::error::exit`).
+const INVALID: i32 = 3;
+const NOT_FOUND: i32 = 4;
+const CONFLICT: i32 = 5;
+const PERMISSION: i32 = 6;
+const UNREACHABLE: i32 = 7;
 
 fn netd() -> Command {
     let mut c = Command::new(bin());
@@ -150,11 +167,11 @@ impl Daemon {
         serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
-    /// Expect exit code 1 and an error naming `text`.
-    fn fails(&self, args: &[&str], text: &str) {
+    /// Expect the exit code of an error class and an error naming `text`.
+    fn fails(&self, args: &[&str], code: i32, text: &str) {
         let out = self.run(args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         assert!(err.contains(text), "{args:?}: {err:?} lacks {text:?}");
     }
 
@@ -240,7 +257,7 @@ fn clients_without_a_daemon_say_where_they_looked() {
         .arg("status")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(UNREACHABLE));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("none.sock") && err.contains("cannot reach"),
@@ -282,7 +299,7 @@ fn serve_names_missing_capabilities() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(PERMISSION), "{err}");
     assert!(
         err.contains("CAP_NET_ADMIN") && err.contains("CAP_SYS_ADMIN"),
         "{err}"
@@ -308,7 +325,7 @@ fn bad_configuration_is_named() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(INVALID), "{err}");
     assert!(
         err.contains("c.toml") && err.contains("10.89.0.1/16"),
         "{err}"
@@ -390,7 +407,7 @@ fn network_lifecycle_and_state_files() {
     assert_eq!(inspect["network"]["endpoints"], 2);
 
     // Remove is refused while endpoints exist; --force detaches them.
-    d.fails(&["network", "rm", "web"], "2 endpoint(s)");
+    d.fails(&["network", "rm", "web"], CONFLICT, "2 endpoint(s)");
     let det = d.json(&["detach", "web", "--netns", "c1"]);
     assert_eq!(det["detached"], true);
     assert!(!journaled_endpoints(&d.state).contains(&id));
@@ -421,10 +438,12 @@ fn bad_inputs_give_clear_errors_and_change_nothing() {
 
     d.fails(
         &["network", "create", "b", "--subnet", "192.168.50.128/25"],
+        CONFLICT,
         "overlaps network \"fixed\"",
     );
     d.fails(
         &["network", "create", "b", "--subnet", "10.99.0.7/24"],
+        INVALID,
         "10.99.0.7/24",
     );
     d.fails(
@@ -437,37 +456,52 @@ fn bad_inputs_give_clear_errors_and_change_nothing() {
             "--gateway",
             "10.98.0.1",
         ],
+        INVALID,
         "10.98.0.1",
     );
-    d.fails(&["network", "create", &"n".repeat(65)], "longer than 64");
-    d.fails(&["network", "create", "bad/name"], "bad/name");
-    d.fails(&["network", "create", "--", "-x"], "must start with");
-    d.fails(&["network", "create", "a"], "already exists");
+    d.fails(
+        &["network", "create", &"n".repeat(65)],
+        INVALID,
+        "longer than 64",
+    );
+    d.fails(&["network", "create", "bad/name"], INVALID, "bad/name");
+    d.fails(
+        &["network", "create", "--", "-x"],
+        INVALID,
+        "must start with",
+    );
+    d.fails(&["network", "create", "a"], CONFLICT, "already exists");
     d.ok(&["network", "create", "b"]);
-    d.fails(&["network", "create", "c"], "exhausted");
+    d.fails(&["network", "create", "c"], CONFLICT, "exhausted");
     d.ok(&["network", "rm", "b"]);
     d.fails(
         &["attach", "nope", "--netns", "c2"],
+        NOT_FOUND,
         "network \"nope\" not found",
     );
     d.fails(
         &["attach", "fixed", "--pid", "2147483647"],
+        NOT_FOUND,
         "pid \"2147483647\" not found",
     );
     d.fails(
         &["attach", "fixed", "--netns", "ghost"],
+        NOT_FOUND,
         "netns \"ghost\" not found",
     );
     d.fails(
         &["attach", "fixed", "--netns", "c2", "--ip", "192.168.50.10"],
+        CONFLICT,
         "192.168.50.10 is already in use",
     );
     d.fails(
         &["attach", "fixed", "--netns", "c2", "--ip", "10.1.1.1"],
+        INVALID,
         "outside the subnet",
     );
     d.fails(
         &["attach", "fixed", "--netns", "c2", "--ip", "banana"],
+        INVALID,
         "banana",
     );
     d.fails(
@@ -479,9 +513,10 @@ fn bad_inputs_give_clear_errors_and_change_nothing() {
             "--ifname",
             "much-too-long-name",
         ],
+        INVALID,
         "much-too-long-name",
     );
-    d.fails(&["network", "inspect", "nope"], "not found");
+    d.fails(&["network", "inspect", "nope"], NOT_FOUND, "not found");
 
     // Raw API: malformed JSON, unknown fields, wrong types, oversized bodies.
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
@@ -553,7 +588,7 @@ fn socket_peers_are_checked() {
     };
     let out = as_nobody(&d, "--clear-groups");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(PERMISSION), "{err}");
     assert!(err.contains("uid 65534 is not allowed"), "{err}");
     drop(d);
 
@@ -580,7 +615,7 @@ fn socket_peers_are_checked() {
     // Without the group the file mode already keeps it out.
     let out = as_nobody(&d, "--clear-groups");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(UNREACHABLE), "{err}");
     assert!(err.contains("permission denied"), "{err}");
 }
 
@@ -594,7 +629,7 @@ fn a_second_daemon_on_the_same_socket_or_state_is_refused() {
         .arg(d.dir.join("other-state"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(CONFLICT));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"));
     let out = netd()
         .args(["serve", "--fake-kernel", "--socket"])
@@ -603,7 +638,7 @@ fn a_second_daemon_on_the_same_socket_or_state_is_refused() {
         .arg(&d.state)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(CONFLICT));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another"));
 }
 

@@ -489,7 +489,9 @@ t_doctor() {
     snat=$(echo "$j" | jq -r '.checks[] | select(.id=="iptables_snat") | .outcome')
     masq=$(echo "$j" | jq -r '.checks[] | select(.id=="iptables_masquerade") | .outcome')
     nft=$(echo "$j" | jq -r '.checks[] | select(.id=="nftables") | .outcome')
-    for id in named_netns bridge veth move_by_fd addresses routes; do
+    # SNAT is tried with -p tcp (gVisor takes it only with a protocol) and
+    # REDIRECT is what the proxy egress backend needs: both work everywhere.
+    for id in named_netns bridge veth move_by_fd addresses routes iptables_snat iptables_redirect; do
         [ "$(echo "$j" | jq -r --arg id $id '.checks[] | select(.id==$id) | .outcome')" = ok ] \
             || { fail $n "$id does not work here"; return; }
     done
@@ -504,6 +506,14 @@ t_doctor() {
         [ "$masq" = ok ] || { fail $n "MASQUERADE $masq on the kernel, want ok"; return; }
     fi
     "$BIN" doctor | grep -q "^netlink subscription" || { fail $n "table lacks the subscription row"; return; }
+    # The table says what was really tried.
+    local masq_detail
+    masq_detail=$(echo "$j" | jq -r '.checks[] | select(.id=="iptables_masquerade") | .detail')
+    case "$masq_detail" in
+        *"-j MASQUERADE"*) ;;
+        *) fail $n "MASQUERADE row does not show its rule: $masq_detail"; return ;;
+    esac
+    case "$masq_detail" in *"-p tcp"*) fail $n "MASQUERADE row claims -p tcp: $masq_detail"; return ;; esac
     log "platform=$kind subscription=$sub snat=$snat masquerade=$masq nftables=$nft"
     pass $n
 }
@@ -521,37 +531,38 @@ t_bad_inputs() {
     snap_api=$(snapshot)
     snap_kernel=$( (host_links; ip -n $a -o addr; ip -n $b -o addr) | sort)
     local errors=0
-    # bad EXPECTED-TEXT ARGS...: must fail with exit 1 and name the value.
+    # bad CODE EXPECTED-TEXT ARGS...: must fail with the exit code of its
+    # error class (3 invalid, 4 not found, 5 conflict) and name the value.
     bad() {
-        local text=$1; shift
+        local code=$1 text=$2; shift 2
         local out rc
         out=$(netd "$@" 2>&1); rc=$?
-        if [ $rc -ne 1 ] || ! echo "$out" | grep -qF -- "$text"; then
-            echo "  bad input '$*': exit $rc, '$out' (want 1 and '$text')"
+        if [ $rc -ne "$code" ] || ! echo "$out" | grep -qF -- "$text"; then
+            echo "  bad input '$*': exit $rc, '$out' (want $code and '$text')"
             errors=$((errors + 1))
         fi
     }
-    bad "overlaps network" network create $P-x --subnet 10.129.0.128/25
-    bad "10.130.0.5/24" network create $P-x --subnet 10.130.0.5/24
-    bad "10.131.0.1" network create $P-x --subnet 10.130.0.0/24 --gateway 10.131.0.1
-    bad "longer than 64" network create "$(printf 'n%.0s' $(seq 1 65))"
-    bad "bad!name" network create 'bad!name'
-    bad "already exists" network create $net
+    bad 5 "overlaps network" network create $P-x --subnet 10.129.0.128/25
+    bad 3 "10.130.0.5/24" network create $P-x --subnet 10.130.0.5/24
+    bad 3 "10.131.0.1" network create $P-x --subnet 10.130.0.0/24 --gateway 10.131.0.1
+    bad 3 "longer than 64" network create "$(printf 'n%.0s' $(seq 1 65))"
+    bad 3 "bad!name" network create 'bad!name'
+    bad 5 "already exists" network create $net
     netd network create $P-auto2 > /dev/null || errors=$((errors + 1))
-    bad "exhausted" network create $P-auto3
+    bad 5 "exhausted" network create $P-auto3
     netd network rm $P-auto2 > /dev/null || errors=$((errors + 1))
-    bad "network \"$P-nope\" not found" attach $P-nope --netns $b
-    bad "pid \"999999\" not found" attach $net --pid 999999
-    bad "netns \"$P-ghost\" not found" attach $net --netns $P-ghost
-    bad "10.129.0.10 is already in use" attach $net --netns $b --ip 10.129.0.10
-    bad "outside the subnet" attach $net --netns $b --ip 10.200.0.1
-    bad "10.129.0.1" attach $net --netns $b --ip 10.129.0.1
-    bad "malformed" api POST /v1/networks --data '{"name": '
-    bad "colour" api POST /v1/networks --data '{"name":"x","colour":"red"}'
-    bad "invalid type" api POST /v1/networks --data '{"name": 12}'
-    bad "invalid type" api POST "/v1/networks/$net/endpoints" --data '{"pid": "12"}'
+    bad 4 "network \"$P-nope\" not found" attach $P-nope --netns $b
+    bad 4 "pid \"999999\" not found" attach $net --pid 999999
+    bad 4 "netns \"$P-ghost\" not found" attach $net --netns $P-ghost
+    bad 5 "10.129.0.10 is already in use" attach $net --netns $b --ip 10.129.0.10
+    bad 3 "outside the subnet" attach $net --netns $b --ip 10.200.0.1
+    bad 3 "10.129.0.1" attach $net --netns $b --ip 10.129.0.1
+    bad 3 "malformed" api POST /v1/networks --data '{"name": '
+    bad 3 "colour" api POST /v1/networks --data '{"name":"x","colour":"red"}'
+    bad 3 "invalid type" api POST /v1/networks --data '{"name": 12}'
+    bad 3 "invalid type" api POST "/v1/networks/$net/endpoints" --data '{"pid": "12"}'
     head -c 70000 /dev/zero | tr '\0' 'a' | sed 's/^/{"name":"/; s/$/"}/' > "$TMP/big.json"
-    bad "larger than 65536" api POST /v1/networks --data-file "$TMP/big.json"
+    bad 3 "larger than 65536" api POST /v1/networks --data-file "$TMP/big.json"
     # Usage errors are exit 2.
     netd attach $net > /dev/null 2>&1; [ $? = 2 ] || { echo "  attach without a target: not exit 2"; errors=$((errors + 1)); }
     [ "$(snapshot)" = "$snap_api" ] || { fail $n "API state changed"; return; }

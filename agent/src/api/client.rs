@@ -1,4 +1,5 @@
-//! A small HTTP/1.1 client for the API over its unix socket.
+//! The API's client over its unix socket: one typed method per route (built
+//! from `routes`), used by the CLI, `demo` and `bench-api`.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use crate::error::{Error, Result};
+use super::error::{ClientError, ErrorBody};
+use super::routes::{self, Route};
+use super::types::{
+    AttachRequest, AttachResponse, CreateNetwork, DetachRequest, DetachResponse, EndpointView,
+    NetworkView, RemoveResponse, Status,
+};
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -35,6 +43,109 @@ impl Client {
         &self.socket
     }
 
+    pub async fn status(&self) -> Result<Status> {
+        self.call(&routes::STATUS, &[], None::<&()>).await
+    }
+
+    /// The daemon's start-up probe (`doctor`'s report), as JSON.
+    pub async fn doctor(&self) -> Result<serde_json::Value> {
+        self.call(&routes::DOCTOR, &[], None::<&()>).await
+    }
+
+    pub async fn networks(&self) -> Result<Vec<NetworkView>> {
+        self.call(&routes::LIST_NETWORKS, &[], None::<&()>).await
+    }
+
+    pub async fn create_network(&self, req: &CreateNetwork) -> Result<NetworkView> {
+        self.call(&routes::CREATE_NETWORK, &[], Some(req)).await
+    }
+
+    pub async fn network(&self, name: &str) -> Result<NetworkView> {
+        self.call(&routes::GET_NETWORK, &[name], None::<&()>).await
+    }
+
+    pub async fn remove_network(&self, name: &str, force: bool) -> Result<RemoveResponse> {
+        let query: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
+        let url = routes::REMOVE_NETWORK.url_with_query(&[name], query);
+        self.send(routes::REMOVE_NETWORK.method, &url, None::<&()>)
+            .await
+    }
+
+    pub async fn network_endpoints(&self, name: &str) -> Result<Vec<EndpointView>> {
+        self.call(&routes::NETWORK_ENDPOINTS, &[name], None::<&()>)
+            .await
+    }
+
+    pub async fn attach(&self, network: &str, req: &AttachRequest) -> Result<AttachResponse> {
+        self.call(&routes::ATTACH, &[network], Some(req)).await
+    }
+
+    pub async fn detach(&self, network: &str, req: &DetachRequest) -> Result<DetachResponse> {
+        self.call(&routes::DETACH, &[network], Some(req)).await
+    }
+
+    pub async fn endpoints(&self) -> Result<Vec<EndpointView>> {
+        self.call(&routes::LIST_ENDPOINTS, &[], None::<&()>).await
+    }
+
+    pub async fn endpoint(&self, id: &str) -> Result<EndpointView> {
+        self.call(&routes::GET_ENDPOINT, &[id], None::<&()>).await
+    }
+
+    pub async fn detach_endpoint(&self, id: &str, wait: bool) -> Result<DetachResponse> {
+        let query: &[(&str, &str)] = if wait { &[] } else { &[("nowait", "true")] };
+        let url = routes::DETACH_ENDPOINT.url_with_query(&[id], query);
+        self.send(routes::DETACH_ENDPOINT.method, &url, None::<&()>)
+            .await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        route: &Route,
+        params: &[&str],
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        self.send(route.method, &route.url(params), body).await
+    }
+
+    /// Send a request with an optional JSON body; decode a JSON answer or
+    /// turn an error answer into `ClientError::Api`.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let bytes = match body {
+            Some(b) => Some(
+                serde_json::to_vec(b)
+                    .map_err(|e| ClientError::Decode(format!("encode request: {e}")))?,
+            ),
+            None => None,
+        };
+        let reply = self.raw(method, path, bytes).await?;
+        if reply.status >= 400 {
+            return Err(match serde_json::from_slice::<ErrorBody>(&reply.body) {
+                Ok(e) => ClientError::Api {
+                    status: reply.status,
+                    code: e.error.code,
+                    message: e.error.message,
+                },
+                Err(_) => ClientError::Api {
+                    status: reply.status,
+                    code: "unknown".into(),
+                    message: String::from_utf8_lossy(&reply.body).into_owned(),
+                },
+            });
+        }
+        serde_json::from_slice(&reply.body).map_err(|e| {
+            ClientError::Decode(format!(
+                "{method} {path}: unexpected answer ({e}): {}",
+                String::from_utf8_lossy(&reply.body)
+            ))
+        })
+    }
+
     async fn connect(&self) -> Result<UnixStream> {
         UnixStream::connect(&self.socket).await.map_err(|e| {
             let why = match e.kind() {
@@ -50,19 +161,20 @@ impl Client {
                 }
                 _ => e.to_string(),
             };
-            Error::Client(format!(
-                "cannot reach conductor-netd at {}: {why}",
-                self.socket.display()
-            ))
+            ClientError::Unreachable {
+                peer: "conductor-netd",
+                socket: self.socket.display().to_string(),
+                why,
+            }
         })
     }
 
-    /// Send one request and return the raw answer.
+    /// Send one request and return the raw answer (for `conductor-netd api`).
     pub async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<RawReply> {
         let stream = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| Error::Client(format!("HTTP handshake: {e}")))?;
+            .map_err(|e| ClientError::Transport(format!("HTTP handshake: {e}")))?;
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -75,57 +187,21 @@ impl Client {
         }
         let req = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| Error::Client(format!("build request: {e}")))?;
+            .map_err(|e| ClientError::Transport(format!("build request {method} {path}: {e}")))?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| Error::Client(format!("{method} {path}: {e}")))?;
+            .map_err(|e| ClientError::Transport(format!("{method} {path}: {e}")))?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| Error::Client(format!("{method} {path}: reading the answer: {e}")))?
+            .map_err(|e| {
+                ClientError::Transport(format!("{method} {path}: reading the answer: {e}"))
+            })?
             .to_bytes();
         driver.abort();
         Ok(RawReply { status, body })
-    }
-
-    /// Send a request with an optional JSON body; decode a JSON answer or
-    /// turn an error answer into an `Error::Api`.
-    pub async fn call<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<(u16, T)> {
-        let bytes = match body {
-            Some(b) => Some(
-                serde_json::to_vec(b)
-                    .map_err(|e| Error::Internal(format!("encode request: {e}")))?,
-            ),
-            None => None,
-        };
-        let reply = self.raw(method, path, bytes).await?;
-        if reply.status >= 400 {
-            let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
-            let code = v["error"]["code"].as_str().unwrap_or("unknown");
-            let message = v["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).to_string());
-            return Err(Error::from_api(reply.status, code, &message));
-        }
-        let value = serde_json::from_slice(&reply.body).map_err(|e| {
-            Error::Client(format!(
-                "{method} {path}: unexpected answer ({e}): {}",
-                String::from_utf8_lossy(&reply.body)
-            ))
-        })?;
-        Ok((reply.status, value))
-    }
-
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        Ok(self.call::<T>("GET", path, None::<&()>).await?.1)
     }
 }

@@ -1,47 +1,68 @@
-//! The API on a unix socket: HTTP/1.1 by hyper, one task per connection,
-//! peers checked with SO_PEERCRED (root, or a member of the configured
-//! group; anyone else gets 403 on every request).
+//! The API on a unix socket: HTTP/1.1 by hyper, axum's router per
+//! connection, peers checked with SO_PEERCRED before anything is read.
+//!
+//! One client must not be able to stop or exhaust the daemon: every
+//! connection has a header time-out, a whole-request time-out and an idle
+//! time-out; connections are capped in total and per peer uid (root keeps a
+//! reserve above the cap); refused peers get one 403 answer on a short leash
+//! and cannot pile up.
 
-use std::convert::Infallible;
-use std::os::unix::fs::PermissionsExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixListener;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
 
-use super::{dispatch, Reply, BODY_LIMIT};
+use super::error::ApiError;
+use super::peer::{check_peer, Access};
 use crate::error::{Error, Result};
-use crate::kernel::Kernel;
-use crate::service::Service;
 
-/// Who may use the socket besides root.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Access {
-    pub group: Option<u32>,
-    /// Permission bits of the socket file.
-    pub socket_mode: u32,
+/// Time-outs and caps of the API server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// From accepting (or the end of the previous answer) to a request's
+    /// complete headers.
+    pub header_timeout: Duration,
+    /// A connection with no traffic at all for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections at once (root may exceed it by `root_reserve`).
+    pub max_connections: usize,
+    /// Connections at once of one non-root uid.
+    pub max_per_uid: usize,
+    pub root_reserve: usize,
+    /// Refused peers being answered at once; more are closed at once.
+    pub max_refused: usize,
 }
 
-/// Resolve a group given by name or number.
-pub fn resolve_group(group: &str) -> Result<u32> {
-    if let Ok(gid) = group.parse::<u32>() {
-        return Ok(gid);
-    }
-    match nix::unistd::Group::from_name(group) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(Error::invalid("socket group", group, "no such group")),
-        Err(e) => Err(Error::invalid("socket group", group, e.desc())),
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            max_per_uid: 64,
+            root_reserve: 128,
+            max_refused: 32,
+        }
     }
 }
 
 /// Bind the socket: create its directory, refuse if a daemon already
-/// answers there, replace a stale socket file, and set mode and group.
+/// answers there, replace a stale socket (never any other kind of file),
+/// and set mode and group.
 pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<StdUnixListener> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
@@ -49,14 +70,25 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<StdUnixListene
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
         }
     }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(Error::Conflict(format!(
-                "another conductor-netd is already listening on {}",
-                path.display()
-            )));
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(Error::Conflict(format!(
+                    "another conductor-netd is already listening on {}",
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(path).map_err(|e| Error::state("remove stale socket", path, e))?;
         }
-        std::fs::remove_file(path).map_err(|e| Error::state("remove stale socket", path, e))?;
+        Ok(_) => {
+            return Err(Error::invalid(
+                "socket path",
+                path.display(),
+                "a file that is not a socket is there; conductor-netd removes only stale sockets",
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::state("inspect", path, e)),
     }
     // No window in which the socket is more open than asked for.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
@@ -80,160 +112,286 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<StdUnixListene
     Ok(listener)
 }
 
-/// Supplementary groups of a process, from /proc/PID/status.
-fn process_groups(pid: i32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:").map(|g| g.to_string()))
-        })
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// Connections held, in total and per uid; a slot is given back on drop.
+#[derive(Default)]
+struct Slots {
+    total: usize,
+    refused: usize,
+    per_uid: HashMap<u32, usize>,
 }
 
-/// Decide whether a peer may use the API.
-///
-/// gVisor (20240729) answers SO_PEERCRED on an accepted socket with the
-/// *listener's* credentials (our own pid, uid and gid), so a peer that claims
-/// to be this very process is not identified at all. Then only the socket
-/// file's permissions stand between the peer and the API: that is accepted
-/// when they admit nobody but the owner (root) and the group, refused when
-/// "others" have access.
-pub fn check_peer(uid: u32, gid: u32, pid: Option<i32>, access: Access) -> Result<(), String> {
-    if pid == Some(std::process::id() as i32) {
-        if access.socket_mode & 0o007 != 0 {
-            return Err(format!(
-                "cannot identify the peer: SO_PEERCRED reports this daemon's own credentials \
-                 (gVisor), and the socket mode {:04o} lets others in; use a mode without \
-                 access for others (e.g. 0660) to rely on the socket's permissions",
-                access.socket_mode
-            ));
+struct Slot {
+    slots: Arc<Mutex<Slots>>,
+    uid: Option<u32>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        match self.uid {
+            Some(uid) => {
+                s.total -= 1;
+                if let Some(n) = s.per_uid.get_mut(&uid) {
+                    *n -= 1;
+                    if *n == 0 {
+                        s.per_uid.remove(&uid);
+                    }
+                }
+            }
+            None => s.refused -= 1,
         }
-        warn_unidentified_once();
-        return Ok(());
     }
-    if uid == 0 {
-        return Ok(());
-    }
-    if let Some(group) = access.group {
-        if gid == group || pid.is_some_and(|p| process_groups(p).contains(&group)) {
-            return Ok(());
+}
+
+fn take_slot(slots: &Arc<Mutex<Slots>>, uid: Option<u32>, limits: &Limits) -> Option<Slot> {
+    let mut s = slots.lock().unwrap_or_else(|p| p.into_inner());
+    match uid {
+        None => {
+            if s.refused >= limits.max_refused {
+                return None;
+            }
+            s.refused += 1;
         }
-        return Err(format!(
-            "uid {uid} is not allowed: only root and members of group {group} may use this socket"
-        ));
-    }
-    Err(format!(
-        "uid {uid} is not allowed: only root may use this socket"
-    ))
-}
-
-fn warn_unidentified_once() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        tracing::warn!(
-            "SO_PEERCRED reports this daemon's own credentials (gVisor): peers are \
-             admitted by the socket file's permissions only"
-        );
-    });
-}
-
-fn to_response(reply: Reply) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(&reply.body).unwrap_or_default();
-    Response::builder()
-        .status(reply.status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-}
-
-async fn handle<K: Kernel>(
-    svc: Arc<Service<K>>,
-    allowed: Arc<Result<(), String>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let method = req.method().as_str().to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    if let Err(reason) = allowed.as_ref() {
-        return Ok(to_response(Reply::error(&Error::Forbidden(reason.clone()))));
-    }
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > BODY_LIMIT) {
-        return Ok(to_response(Reply::error(&Error::TooLarge {
-            limit: BODY_LIMIT,
-        })));
-    }
-    let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let err = if e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Error::TooLarge { limit: BODY_LIMIT }
-            } else {
-                Error::BadBody(format!("reading the body failed: {e}"))
-            };
-            return Ok(to_response(Reply::error(&err)));
+        Some(0) => {
+            if s.total >= limits.max_connections + limits.root_reserve {
+                return None;
+            }
+            s.total += 1;
+            *s.per_uid.entry(0).or_default() += 1;
         }
-    };
-    let reply = dispatch(&svc, &method, &path, &query, &body).await;
-    tracing::debug!(%method, %path, status = reply.status, "request");
-    Ok(to_response(reply))
+        Some(uid) => {
+            let mine = s.per_uid.get(&uid).copied().unwrap_or(0);
+            if s.total >= limits.max_connections || mine >= limits.max_per_uid {
+                return None;
+            }
+            s.total += 1;
+            *s.per_uid.entry(uid).or_default() += 1;
+        }
+    }
+    Some(Slot {
+        slots: slots.clone(),
+        uid,
+    })
 }
 
-/// Serve the API until `shutdown` resolves.
-pub async fn serve<K: Kernel>(
-    svc: Arc<Service<K>>,
+/// Serve the API until `shutdown` is cancelled; then stop accepting and let
+/// requests in flight finish (up to `drain`).
+pub async fn serve(
+    router: Router,
     listener: StdUnixListener,
     access: Access,
-    shutdown: impl std::future::Future<Output = ()>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    drain: Duration,
 ) -> Result<()> {
     let listener = UnixListener::from_std(listener)
         .map_err(|e| Error::Internal(format!("register the API socket: {e}")))?;
-    tokio::pin!(shutdown);
+    let slots = Arc::new(Mutex::new(Slots::default()));
+    let graceful = GracefulShutdown::new();
+    let refused_router = refusing_router();
     loop {
         let accepted = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
         let (stream, _) = match accepted {
             Ok(s) => s,
             Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let allowed = match stream.peer_cred() {
-            Ok(cred) => check_peer(cred.uid(), cred.gid(), cred.pid(), access),
-            Err(e) => Err(format!("cannot identify the peer (SO_PEERCRED): {e}")),
+        let (allowed, uid) = match stream.peer_cred() {
+            Ok(cred) => (
+                check_peer(cred.uid(), cred.gid(), cred.pid(), access),
+                cred.uid(),
+            ),
+            Err(e) => (
+                Err(format!("cannot identify the peer (SO_PEERCRED): {e}")),
+                u32::MAX,
+            ),
         };
-        if let Err(reason) = &allowed {
-            tracing::warn!(%reason, "refusing API peer");
+        let (app, slot, mut limits_here) = match allowed {
+            Ok(()) => match take_slot(&slots, Some(uid), &limits) {
+                Some(slot) => (router.clone(), slot, limits),
+                None => {
+                    tracing::debug!(uid, "connection cap reached; closing");
+                    continue;
+                }
+            },
+            Err(reason) => match take_slot(&slots, None, &limits) {
+                Some(slot) => {
+                    tracing::warn!(%reason, "refusing API peer");
+                    (
+                        refused_router.clone().with_state(Arc::new(reason)),
+                        slot,
+                        limits,
+                    )
+                }
+                None => continue,
+            },
+        };
+        if slot.uid.is_none() {
+            limits_here.header_timeout = Duration::from_secs(2);
+            limits_here.idle_timeout = Duration::from_secs(2);
         }
-        let allowed = Arc::new(allowed);
-        let svc = svc.clone();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let io = TokioIo::new(IdleTimeout::new(
+            stream,
+            limits_here.idle_timeout,
+            in_flight.clone(),
+        ));
+        // A connection is idle only while no request of it is in flight: a
+        // slow operation is not cut off by the idle time-out.
+        let app = app.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let busy = InFlight::enter(in_flight.clone());
+                async move {
+                    let resp = next.run(req).await;
+                    drop(busy);
+                    resp
+                }
+            },
+        ));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits_here.header_timeout)
+            .keep_alive(slot.uid.is_some());
+        let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req| handle(svc.clone(), allowed.clone(), req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let _slot = slot;
+            if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still in flight after {} s; leaving them",
+            drain.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// Every request of a refused peer gets 403 with the reason.
+fn refusing_router() -> Router<Arc<String>> {
+    Router::new().fallback(
+        |axum::extract::State(reason): axum::extract::State<Arc<String>>| async move {
+            ApiError::Forbidden(reason.as_ref().clone())
+        },
+    )
+}
+
+/// Requests of one connection being answered; a guard per request.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A stream that fails with TimedOut once it has seen no traffic in either
+/// direction, and had no request in flight, for `limit` (hyper has header
+/// time-outs but no idle one).
+struct IdleTimeout {
+    inner: UnixStream,
+    limit: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl IdleTimeout {
+    fn new(inner: UnixStream, limit: Duration, in_flight: Arc<AtomicUsize>) -> Self {
+        IdleTimeout {
+            inner,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            in_flight,
+        }
+    }
+
+    fn touched(&mut self) {
+        let next = tokio::time::Instant::now() + self.limit;
+        self.deadline.as_mut().reset(next);
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.deadline.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            self.touched();
+            // Registers the new deadline with this task.
+            let _ = self.deadline.as_mut().poll(cx);
+            return false;
+        }
+        true
+    }
+}
+
+fn idle_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "idle connection closed")
+}
+
+impl AsyncRead for IdleTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.touched();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for IdleTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, data) {
+            Poll::Ready(r) => {
+                self.touched();
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -242,40 +400,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn peers() {
-        assert!(check_peer(0, 0, None, Access::default()).is_ok());
-        let e = check_peer(1000, 1000, None, Access::default()).unwrap_err();
-        assert!(e.contains("uid 1000"), "{e}");
-        let g = Access {
-            group: Some(1234),
-            socket_mode: 0o660,
+    fn caps_per_uid_with_a_root_reserve() {
+        let limits = Limits {
+            max_connections: 2,
+            max_per_uid: 1,
+            root_reserve: 1,
+            max_refused: 1,
+            ..Limits::default()
         };
-        assert!(check_peer(1000, 1234, None, g).is_ok());
-        assert!(check_peer(1000, 1000, None, g).is_err());
-        // Supplementary groups of a live process are read from /proc.
-        assert!(!process_groups(std::process::id() as i32).contains(&u32::MAX));
+        let slots = Arc::new(Mutex::new(Slots::default()));
+        let a = take_slot(&slots, Some(1000), &limits).unwrap();
+        assert!(take_slot(&slots, Some(1000), &limits).is_none(), "per uid");
+        let b = take_slot(&slots, Some(1001), &limits).unwrap();
+        assert!(take_slot(&slots, Some(1002), &limits).is_none(), "total");
+        let root = take_slot(&slots, Some(0), &limits).unwrap();
+        assert!(
+            take_slot(&slots, Some(0), &limits).is_none(),
+            "reserve used"
+        );
+        let refused = take_slot(&slots, None, &limits).unwrap();
+        assert!(take_slot(&slots, None, &limits).is_none());
+        drop((a, b, root, refused));
+        let s = slots.lock().unwrap();
+        assert_eq!((s.total, s.refused, s.per_uid.len()), (0, 0, 0));
     }
 
     #[test]
-    fn unidentified_peers_rely_on_the_socket_mode() {
-        let me = Some(std::process::id() as i32);
-        let closed = Access {
-            group: None,
-            socket_mode: 0o660,
-        };
-        assert!(check_peer(0, 0, me, closed).is_ok());
-        let open = Access {
-            group: None,
-            socket_mode: 0o666,
-        };
-        let e = check_peer(0, 0, me, open).unwrap_err();
-        assert!(e.contains("SO_PEERCRED") && e.contains("0666"), "{e}");
-    }
-
-    #[test]
-    fn groups_by_name_or_number() {
-        assert_eq!(resolve_group("0").unwrap(), 0);
-        assert_eq!(resolve_group("root").unwrap(), 0);
-        assert!(resolve_group("no-such-group-here").is_err());
+    fn only_stale_sockets_are_replaced() {
+        let dir = std::env::temp_dir().join(format!("cnd-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("regular");
+        std::fs::write(&file, b"keep me").unwrap();
+        let e = bind(&file, 0o600, None).unwrap_err();
+        assert!(e.to_string().contains("regular"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+        let sock = dir.join("sock");
+        drop(StdUnixListener::bind(&sock).unwrap());
+        bind(&sock, 0o600, None).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,11 +3,53 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{json, Value};
+use std::sync::Arc;
 
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::routes::{self, template_of, COMMON_STATUSES};
 use super::*;
-use crate::fake::FakeKernel;
+use crate::kernel::fake::FakeKernel;
 use crate::service::tests::Env;
+use crate::service::Service;
+
+/// An answer of the router, as a test sees it.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    body: Value,
+}
+
+/// One request through the whole router, in process.
+async fn dispatch(
+    svc: &Arc<Service<FakeKernel>>,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Reply {
+    let uri = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_vec()))
+        .unwrap();
+    let resp = router::router(svc.clone()).oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply { status, body }
+}
 
 const OPENAPI: &str = include_str!("../../openapi.json");
 
@@ -38,9 +80,14 @@ fn documented() -> BTreeMap<(String, String), BTreeSet<u16>> {
 
 #[test]
 fn routes_match_the_openapi_document() {
-    let implemented: BTreeMap<(String, String), BTreeSet<u16>> = ROUTES
+    let implemented: BTreeMap<(String, String), BTreeSet<u16>> = routes::ALL
         .iter()
-        .map(|(m, p, s)| ((m.to_string(), p.to_string()), s.iter().copied().collect()))
+        .map(|r| {
+            (
+                (r.method.to_string(), r.path.to_string()),
+                r.statuses.iter().copied().collect(),
+            )
+        })
         .collect();
     assert_eq!(implemented, documented());
 }
@@ -118,7 +165,7 @@ fn validate(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(),
 /// and the body matches that status's schema.
 fn conforms(method: &str, path: &str, reply: &Reply) {
     let spec = spec();
-    let (template, _) = match_route(path).expect("a documented path");
+    let template = template_of(path).expect("a documented path");
     let op = &spec["paths"][template][method.to_lowercase()];
     let resp = &op["responses"][reply.status.to_string()];
     assert!(
@@ -143,12 +190,7 @@ fn conforms(method: &str, path: &str, reply: &Reply) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
-async fn call(
-    svc: &crate::service::Service<FakeKernel>,
-    method: &str,
-    path: &str,
-    body: Value,
-) -> Reply {
+async fn call(svc: &Arc<Service<FakeKernel>>, method: &str, path: &str, body: Value) -> Reply {
     let bytes = if body.is_null() {
         Vec::new()
     } else {
@@ -163,7 +205,7 @@ async fn call(
 #[tokio::test]
 async fn every_route_answers_as_documented() {
     let env = Env::new("api");
-    let svc = env.service().await;
+    let svc = Arc::new(env.service().await);
     env.ns("c1");
     env.ns("c2");
     let r = call(
@@ -346,7 +388,7 @@ async fn every_route_answers_as_documented() {
 #[tokio::test]
 async fn malformed_bodies_are_400_and_change_nothing() {
     let env = Env::new("api-bad");
-    let svc = env.service().await;
+    let svc = Arc::new(env.service().await);
     let cases: Vec<(&[u8], &str)> = vec![
         (b"{\"name\": ", "EOF"),
         (b"{\"name\": \"a\", \"colour\": 1}", "colour"),
@@ -383,7 +425,7 @@ async fn malformed_bodies_are_400_and_change_nothing() {
 #[tokio::test]
 async fn unknown_routes_and_methods() {
     let env = Env::new("api-routes");
-    let svc = env.service().await;
+    let svc = Arc::new(env.service().await);
     let r = dispatch(&svc, "GET", "/v2/networks", "", b"").await;
     assert_eq!(
         (r.status, r.body["error"]["code"].as_str()),
@@ -395,4 +437,36 @@ async fn unknown_routes_and_methods() {
         (405, Some("method_not_allowed"))
     );
     assert!(COMMON_STATUSES.contains(&r.status));
+}
+
+#[tokio::test]
+async fn the_router_serves_every_route_of_the_table() {
+    let env = Env::new("api-table");
+    let svc = Arc::new(env.service().await);
+    for route in routes::ALL {
+        let path = route.url(&["x"]);
+        let r = dispatch(&svc, route.method, &path, "", b"{}").await;
+        let code = r.body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            code != "no_route" && code != "method_not_allowed",
+            "{} {}: {} {}",
+            route.method,
+            route.path,
+            r.status,
+            r.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_query_flags_name_the_parameter() {
+    let env = Env::new("api-query");
+    let svc = Arc::new(env.service().await);
+    let r = dispatch(&svc, "DELETE", "/v1/endpoints/x", "nowait=perhaps", b"").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("nowait") && msg.contains("perhaps"), "{msg}");
 }

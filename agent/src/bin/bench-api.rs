@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conductor_netd::api::client::Client;
-use conductor_netd::model::{AttachRequest, CreateNetwork, DetachRequest, NetworkView};
-use netns::{EndpointSpec, Handle, Netns};
+use conductor_netd::api::types::{AttachRequest, CreateNetwork, DetachRequest};
+use conductor_netd::api::Client;
+use netns::{EndpointSpec, Handle, Netns, ScratchNamespaces};
 
 struct Opts {
     endpoints: usize,
@@ -119,18 +119,6 @@ fn phase(name: &str, mut lat: Vec<Duration>, total: Duration) -> Phase {
     }
 }
 
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Netns::delete(n);
-        }
-    }
-}
-
 struct Daemon(Option<Child>);
 
 impl Drop for Daemon {
@@ -165,11 +153,15 @@ fn main() {
     let o = parse();
     let platform = conductor_netd::platform::detect();
     let base = format!("cndb-{}", std::process::id());
-    let mut spaces = Namespaces { names: Vec::new() };
+    let mut spaces = ScratchNamespaces::new(&base);
     let mut make = |name: String| -> Netns {
-        let ns = Netns::create(&name).unwrap_or_else(|e| die(format!("create {name}: {e}")));
-        spaces.names.push(name);
-        ns
+        let suffix = name
+            .strip_prefix(&format!("{base}-"))
+            .unwrap_or(&name)
+            .to_string();
+        spaces
+            .create(&suffix)
+            .unwrap_or_else(|e| die(format!("create {name}: {e}")))
     };
     let started = Instant::now();
     let host = make(format!("{base}-host"));
@@ -187,7 +179,7 @@ fn main() {
     }
     println!(
         "setup: {} namespaces in {:.1} s",
-        spaces.names.len(),
+        spaces.names().len(),
         started.elapsed().as_secs_f64()
     );
 
@@ -270,22 +262,18 @@ fn main() {
     let client = Client::new(&socket);
     let (rss_idle, rss_full, api_phases) = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while client.get::<serde_json::Value>("/v1/status").await.is_err() {
+        while client.status().await.is_err() {
             if Instant::now() > deadline {
                 die("the daemon did not come up".into());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _: (u16, NetworkView) = client
-            .call(
-                "POST",
-                "/v1/networks",
-                Some(&CreateNetwork {
-                    name: "bench".into(),
-                    subnet: Some("10.200.0.0/20".into()),
-                    ..Default::default()
-                }),
-            )
+        client
+            .create_network(&CreateNetwork {
+                name: "bench".into(),
+                subnet: Some("10.200.0.0/20".into()),
+                ..Default::default()
+            })
             .await
             .unwrap_or_else(|e| die(e.to_string()));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -320,8 +308,8 @@ fn main() {
             if !wait {
                 // Until the background deletions are done.
                 loop {
-                    let left: Vec<serde_json::Value> = client
-                        .get("/v1/networks/bench/endpoints")
+                    let left = client
+                        .network_endpoints("bench")
                         .await
                         .unwrap_or_else(|e| die(e.to_string()));
                     if left.is_empty() {
@@ -419,31 +407,21 @@ async fn run_clients(
                 let Some(t) = targets.get(i) else { break };
                 let start = Instant::now();
                 let r = if let Op::Attach = op {
-                    client
-                        .call::<serde_json::Value>(
-                            "POST",
-                            "/v1/networks/bench/endpoints",
-                            Some(&AttachRequest {
-                                netns: Some(t.clone()),
-                                ..Default::default()
-                            }),
-                        )
-                        .await
+                    let req = AttachRequest {
+                        netns: Some(t.clone()),
+                        ..Default::default()
+                    };
+                    client.attach("bench", &req).await.map(drop)
                 } else {
-                    client
-                        .call::<serde_json::Value>(
-                            "POST",
-                            "/v1/networks/bench/detach",
-                            Some(&DetachRequest {
-                                netns: Some(t.clone()),
-                                wait: match op {
-                                    Op::Detach { wait: false } => Some(false),
-                                    _ => None,
-                                },
-                                ..Default::default()
-                            }),
-                        )
-                        .await
+                    let req = DetachRequest {
+                        netns: Some(t.clone()),
+                        wait: match op {
+                            Op::Detach { wait: false } => Some(false),
+                            _ => None,
+                        },
+                        ..Default::default()
+                    };
+                    client.detach("bench", &req).await.map(drop)
                 };
                 if let Err(e) = r {
                     let what = match op {

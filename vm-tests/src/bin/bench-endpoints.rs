@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use netns::{create_endpoint, EndpointSpec, Handle, IpNet, Netns};
+use netns::{create_endpoint, EndpointSpec, Handle, IpNet, ScratchNamespaces};
 use vm_tests::isolation;
 
 #[derive(Parser)]
@@ -179,9 +179,10 @@ async fn bench_netns(count: usize, ns_times: &mut Vec<Duration>) -> Result<Vec<D
     let gw = ["10.96.0.1".parse().expect("valid")];
     let mut times = Vec::with_capacity(count);
     let mut namespaces = Vec::with_capacity(count);
+    let mut scratch = ScratchNamespaces::new("bn");
     for i in 0..count {
         let t = Instant::now();
-        let ns = Netns::create(&format!("bn{i}")).map_err(|e| e.to_string())?;
+        let ns = scratch.create(&i.to_string()).map_err(|e| e.to_string())?;
         ns_times.push(t.elapsed());
         let (addr, _) = addr_of(i);
         let t = Instant::now();
@@ -204,9 +205,7 @@ async fn bench_netns(count: usize, ns_times: &mut Vec<Duration>) -> Result<Vec<D
         namespaces.push(ns);
     }
     drop(namespaces);
-    for i in 0..count {
-        let _ = Netns::delete(&format!("bn{i}"));
-    }
+    drop(scratch);
     let _ = host.delete_link(bridge.index).await;
     Ok(times)
 }
@@ -273,17 +272,21 @@ fn bench_cni(count: usize, ns_times: &mut Vec<Duration>) -> Result<Vec<Duration>
         data.display()
     );
     let mut times = Vec::with_capacity(count);
+    let mut scratch = ScratchNamespaces::new("cn");
     let result = (|| {
         for i in 0..count {
             let t = Instant::now();
-            let ns = Netns::create(&format!("cn{i}")).map_err(|e| e.to_string())?;
+            let ns = scratch.create(&i.to_string()).map_err(|e| e.to_string())?;
             ns_times.push(t.elapsed());
             drop(ns);
             let t = Instant::now();
             let mut child = Command::new(&plugin)
                 .env("CNI_COMMAND", "ADD")
                 .env("CNI_CONTAINERID", format!("bench{i}"))
-                .env("CNI_NETNS", format!("/run/netns/cn{i}"))
+                .env(
+                    "CNI_NETNS",
+                    format!("/run/netns/{}", scratch.name(&i.to_string())),
+                )
                 .env("CNI_IFNAME", "eth0")
                 .env("CNI_PATH", CNI_DIR)
                 .stdin(Stdio::piped())
@@ -309,9 +312,7 @@ fn bench_cni(count: usize, ns_times: &mut Vec<Duration>) -> Result<Vec<Duration>
         }
         Ok(times)
     })();
-    for i in 0..count {
-        let _ = Netns::delete(&format!("cn{i}"));
-    }
+    drop(scratch);
     let _ = sh("ip link delete cnibr");
     let _ = std::fs::remove_dir_all(&data);
     result

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use ipnet::IpNet;
 use netns::{EndpointSpec, Handle, Netns};
 
+use super::deletions::Deletions;
+use super::{BridgeInfo, EndpointPlan, Kernel};
 use crate::error::{Error, Result};
-use crate::kernel::{BridgeInfo, EndpointPlan, Kernel};
 use crate::model::{Network, NsId, Target};
 use crate::platform::Platform;
 
@@ -19,7 +20,7 @@ use crate::platform::Platform;
 pub struct NetnsKernel {
     handles: Vec<Handle>,
     next: AtomicUsize,
-    deletions: Arc<tokio::sync::Semaphore>,
+    deletions: Deletions,
     bridges: Mutex<HashMap<String, u32>>,
     platform: Platform,
 }
@@ -37,7 +38,7 @@ impl NetnsKernel {
         Ok(NetnsKernel {
             handles,
             next: AtomicUsize::new(0),
-            deletions: Arc::new(tokio::sync::Semaphore::new(connections.max(1))),
+            deletions: Deletions::new(connections.max(1)),
             bridges: Mutex::new(HashMap::new()),
             platform,
         })
@@ -98,28 +99,6 @@ pub fn open_target(target: &Target) -> Result<Netns> {
             Error::invalid("target", target.describe(), e.to_string())
         } else {
             Error::kernel(format!("open {}", target.describe()), e)
-        }
-    })
-}
-
-/// Delete a link by name from a blocking thread (in the daemon's namespace,
-/// which every thread of the process shares).
-fn delete_link_blocking(name: &str) -> Result<bool> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| Error::Internal(format!("deletion runtime: {e}")))?;
-    rt.block_on(async {
-        let h = Handle::current().map_err(|e| Error::kernel("open a netlink connection", e))?;
-        let link = match h.link_by_name(name).await {
-            Ok(l) => l,
-            Err(e) if e.is_not_found() => return Ok(false),
-            Err(e) => return Err(Error::kernel(format!("look up link {name:?}"), e)),
-        };
-        match h.delete_link(link.index).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(Error::kernel(format!("delete link {name:?}"), e)),
         }
     })
 }
@@ -190,23 +169,11 @@ impl Kernel for NetnsKernel {
         })
     }
 
-    /// The kernel executes a netlink request inside the `sendmsg` that
-    /// carries it, and a veth deletion waits there for an RCU grace period
-    /// (~20 ms): on a tokio worker that would stall every other request. So
-    /// deletions run on blocking-pool threads, each with its own netlink
-    /// socket, up to `netlink_connections` at once: their waits overlap.
+    /// Deletions wait in the kernel for an RCU grace period: see
+    /// `deletions`.
     async fn delete_link(&self, name: &str) -> Result<bool> {
         self.cache_bridge(name, None);
-        let _permit = self
-            .deletions
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| Error::Internal(format!("deletion queue: {e}")))?;
-        let owned = name.to_string();
-        tokio::task::spawn_blocking(move || delete_link_blocking(&owned))
-            .await
-            .map_err(|e| Error::Internal(format!("deletion thread: {e}")))?
+        self.deletions.delete_link(name).await
     }
 
     async fn create_endpoint(&self, ns: &Netns, plan: &EndpointPlan) -> Result<()> {

@@ -1,28 +1,37 @@
 //! `conductor-netd serve`: check privileges, open the state and the socket,
-//! probe the environment, drop capabilities, reconcile, serve.
+//! probe the environment, drop capabilities, reconcile, then run the
+//! components under one supervisor.
+
+mod supervisor;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::api::server::{self, Access};
+use crate::api::peer::{self, Access};
+use crate::api::{router, server};
 use crate::config::Config;
 use crate::doctor;
 use crate::error::{Error, Result};
-use crate::fake::FakeKernel;
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, NetnsKernel};
 use crate::platform;
 use crate::privileges;
-use crate::real::NetnsKernel;
 use crate::service::Service;
 use crate::state::Store;
+
+pub use supervisor::Supervisor;
+
+/// How long in-flight work may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     pub config: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
-    /// Keep everything in memory instead of touching the kernel (tests and
-    /// unprivileged trials): targets resolve to plain files, see `fake`.
+    /// Keep everything in memory instead of touching the kernel (tests):
+    /// targets resolve to plain files, see `kernel::fake`.
+    #[cfg(feature = "testing")]
     pub fake_kernel: bool,
     /// Skip the start-up probe.
     pub no_probe: bool,
@@ -43,36 +52,48 @@ pub fn effective_config(opts: &ServeOptions) -> Result<Config> {
     Ok(config)
 }
 
+impl ServeOptions {
+    fn fake_kernel(&self) -> bool {
+        #[cfg(feature = "testing")]
+        return self.fake_kernel;
+        #[cfg(not(feature = "testing"))]
+        false
+    }
+}
+
 pub fn serve(opts: ServeOptions) -> Result<()> {
     let config = effective_config(&opts)?;
-    if !opts.fake_kernel {
+    let fake_kernel = opts.fake_kernel();
+    if !fake_kernel {
         privileges::require()?;
     }
+    raise_fd_limit();
     let store =
         Store::open(&config.state_dir, config.fsync)?.with_endpoint_fsync(config.fsync_endpoints);
     let group = config
         .socket_group
         .as_deref()
-        .map(server::resolve_group)
+        .map(peer::resolve_group)
         .transpose()?;
     let listener = server::bind(&config.socket, config.socket_mode_bits()?, group)?;
     let socket_path = config.socket.clone();
     let result = (|| {
-        let probe = if !opts.fake_kernel && config.startup_probe {
+        let probe = if !fake_kernel && config.startup_probe {
             let report = doctor::run();
             tracing::info!(
                 platform = %report.platform.kind,
-                netlink_subscription = report.works("netlink_subscription"),
-                iptables_snat = report.works("iptables_snat"),
-                iptables_masquerade = report.works("iptables_masquerade"),
-                nftables = report.works("nftables"),
+                netlink_subscription = report.works(doctor::CheckId::NetlinkSubscription),
+                iptables_snat = report.works(doctor::CheckId::IptablesSnat),
+                iptables_masquerade = report.works(doctor::CheckId::IptablesMasquerade),
+                iptables_redirect = report.works(doctor::CheckId::IptablesRedirect),
+                nftables = report.works(doctor::CheckId::Nftables),
                 "environment probed"
             );
             Some(report)
         } else {
             None
         };
-        if !opts.fake_kernel {
+        if !fake_kernel {
             let dropped = privileges::drop_unneeded()?;
             tracing::info!(
                 kept = ?privileges::KEPT.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
@@ -94,10 +115,13 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             socket_mode: config.socket_mode_bits()?,
         };
         rt.block_on(async move {
-            if opts.fake_kernel {
-                let kernel = FakeKernel::new(config.state_dir.join("fake-netns"));
-                run(kernel, store, config, listener, access, None).await
-            } else {
+            #[cfg(feature = "testing")]
+            if fake_kernel {
+                let kernel =
+                    crate::kernel::fake::FakeKernel::new(config.state_dir.join("fake-netns"));
+                return run(kernel, store, config, listener, access, None).await;
+            }
+            {
                 let platform = probe
                     .as_ref()
                     .map(|p| p.platform.clone())
@@ -121,7 +145,6 @@ async fn run<K: Kernel>(
 ) -> Result<()> {
     let socket = config.socket.clone();
     let svc = Arc::new(Service::new(kernel, store, config)?);
-    svc.start_reaper();
     if let Some(p) = probe {
         svc.set_probe(serde_json::to_value(p).unwrap_or_default());
     }
@@ -137,23 +160,33 @@ async fn run<K: Kernel>(
     for w in &report.warnings {
         tracing::warn!("reconcile: {w}");
     }
+    let mut components = Supervisor::new();
+    let reaper = svc.clone();
+    components.spawn("detach reaper", move |stop| reaper.run_reaper(stop));
+    let app = router::router(svc.clone());
+    components.spawn("api", move |stop| {
+        server::serve(
+            app,
+            listener,
+            access,
+            server::Limits::default(),
+            stop,
+            DRAIN,
+        )
+    });
     tracing::info!(socket = %socket.display(), environment = %svc.kernel().environment(), "serving");
-    server::serve(svc, listener, access, shutdown_signal()).await?;
-    tracing::info!("shutting down");
-    Ok(())
+    components.run(DRAIN).await
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {},
-                _ = i.recv() => {},
+/// Many clients (and later many forwarded connections) need many fds: take
+/// the hard limit as the soft one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "could not raise the fd limit");
             }
         }
-        _ => std::future::pending::<()>().await,
     }
 }

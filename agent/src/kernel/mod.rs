@@ -1,7 +1,15 @@
-//! What the service needs from the kernel, as one small trait. The real
-//! implementation (`real::NetnsKernel`) goes through the `netns` crate only;
-//! `fake::FakeKernel` keeps everything in memory so the service and the API
-//! can be tested, and run, without privileges.
+//! What the service needs from the kernel, as one small trait (a leaf:
+//! the implementations depend on it). `netlink::NetnsKernel` goes through
+//! the `netns` crate only; `fake::FakeKernel` keeps everything in memory so
+//! the service and the API can be tested, and run, without privileges (built
+//! only for tests and with the `testing` feature).
+
+mod deletions;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
+mod netlink;
+
+pub use netlink::{open_target, NetnsKernel};
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use ipnet::IpNet;
 use nix::errno::Errno;
 
+use super::{BridgeInfo, EndpointPlan, Kernel};
 use crate::error::{Error, Result};
-use crate::kernel::{BridgeInfo, EndpointPlan, Kernel};
 use crate::model::{Network, NsId, Target};
 
 #[derive(Debug, Clone)]

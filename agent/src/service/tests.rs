@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::*;
-use crate::fake::FakeKernel;
+use crate::api::types::{AttachRequest, CreateNetwork};
+use crate::kernel::fake::FakeKernel;
+use crate::model::Target;
 
 pub(crate) struct Env {
     pub dir: PathBuf,

@@ -1,0 +1,268 @@
+//! The API's handlers on axum's router, built from the route table in
+//! `routes`. Bodies are JSON objects of at most `BODY_LIMIT` bytes with
+//! unknown fields refused; every failure answers `{"error":{...}}`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::routes::{self, Route};
+use super::types::{AttachRequest, CreateNetwork, DetachRequest};
+use super::{BODY_LIMIT, BODY_TIMEOUT};
+use crate::kernel::Kernel;
+use crate::service::Service;
+
+type Svc<K> = State<Arc<Service<K>>>;
+type Answer = Result<Response, ApiError>;
+
+/// The whole API as a router over one service.
+pub fn router<K: Kernel>(svc: Arc<Service<K>>) -> Router {
+    fn on<K: Kernel>(
+        r: Router<Arc<Service<K>>>,
+        route: Route,
+        m: MethodRouter<Arc<Service<K>>>,
+    ) -> Router<Arc<Service<K>>> {
+        r.route(route.path, m)
+    }
+    let r = Router::new();
+    let r = on(r, routes::STATUS, get(status::<K>));
+    let r = on(r, routes::DOCTOR, get(doctor::<K>));
+    let r = on(
+        r,
+        routes::LIST_NETWORKS,
+        get(list_networks::<K>).post(create_network::<K>),
+    );
+    let r = on(
+        r,
+        routes::GET_NETWORK,
+        get(get_network::<K>).delete(remove_network::<K>),
+    );
+    let r = on(
+        r,
+        routes::ATTACH,
+        get(network_endpoints::<K>).post(attach::<K>),
+    );
+    let r = on(r, routes::DETACH, post(detach::<K>));
+    let r = on(r, routes::LIST_ENDPOINTS, get(list_endpoints::<K>));
+    let r = on(
+        r,
+        routes::GET_ENDPOINT,
+        get(get_endpoint::<K>).delete(detach_endpoint::<K>),
+    );
+    r.fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(svc)
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Answer {
+    Ok((status, Json(value)).into_response())
+}
+
+/// Run a change to the service on a task of its own: a client that hangs up
+/// (or a connection closed by a time-out) must not cancel it half-way.
+async fn detached<T, F>(work: F) -> Result<T, ApiError>
+where
+    F: std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .map_err(|e| {
+            ApiError::Service(crate::error::Error::Internal(format!("request task: {e}")))
+        })?
+        .map_err(ApiError::Service)
+}
+
+async fn status<K: Kernel>(State(svc): Svc<K>) -> Answer {
+    json(StatusCode::OK, &svc.status())
+}
+
+async fn doctor<K: Kernel>(State(svc): Svc<K>) -> Answer {
+    let report = svc
+        .probe()
+        .unwrap_or_else(|| serde_json::json!({"probed": false}));
+    json(StatusCode::OK, &report)
+}
+
+async fn list_networks<K: Kernel>(State(svc): Svc<K>) -> Answer {
+    json(StatusCode::OK, &svc.networks())
+}
+
+async fn create_network<K: Kernel>(
+    State(svc): Svc<K>,
+    ApiJson(req): ApiJson<CreateNetwork>,
+) -> Answer {
+    json(
+        StatusCode::CREATED,
+        &detached(async move { svc.create_network(req).await }).await?,
+    )
+}
+
+async fn get_network<K: Kernel>(State(svc): Svc<K>, Path(name): Path<String>) -> Answer {
+    json(StatusCode::OK, &svc.network(&name)?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawQuery {
+    force: Option<String>,
+    nowait: Option<String>,
+}
+
+/// `?flag`, `?flag=true|1` and `?flag=false|0`; anything else is a 400 that
+/// names the parameter.
+fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None => Ok(false),
+        Some("true" | "1" | "") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(ApiError::BadQuery {
+            name: name.to_string(),
+            value: other.to_string(),
+            reason: "expected true or false".into(),
+        }),
+    }
+}
+
+fn query(uri: &Uri) -> Result<RawQuery, ApiError> {
+    Query::<RawQuery>::try_from_uri(uri)
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::BadQuery {
+            name: "query".into(),
+            value: uri.query().unwrap_or_default().to_string(),
+            reason: e.body_text(),
+        })
+}
+
+async fn remove_network<K: Kernel>(
+    State(svc): Svc<K>,
+    Path(name): Path<String>,
+    uri: Uri,
+) -> Answer {
+    let force = flag("force", query(&uri)?.force.as_deref())?;
+    json(
+        StatusCode::OK,
+        &detached(async move { svc.remove_network(&name, force).await }).await?,
+    )
+}
+
+async fn network_endpoints<K: Kernel>(State(svc): Svc<K>, Path(name): Path<String>) -> Answer {
+    json(StatusCode::OK, &svc.endpoints(Some(&name))?)
+}
+
+async fn attach<K: Kernel>(
+    State(svc): Svc<K>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<AttachRequest>,
+) -> Answer {
+    let r = detached(async move { svc.attach(&name, req).await }).await?;
+    let status = if r.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json(status, &r)
+}
+
+async fn detach<K: Kernel>(
+    State(svc): Svc<K>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<DetachRequest>,
+) -> Answer {
+    let target = req.target()?;
+    let wait = req.wait.unwrap_or(true);
+    json(
+        StatusCode::OK,
+        &detached(async move { svc.detach(&name, &target, wait).await }).await?,
+    )
+}
+
+async fn list_endpoints<K: Kernel>(State(svc): Svc<K>) -> Answer {
+    json(StatusCode::OK, &svc.endpoints(None)?)
+}
+
+async fn get_endpoint<K: Kernel>(State(svc): Svc<K>, Path(id): Path<String>) -> Answer {
+    json(StatusCode::OK, &svc.endpoint(&id)?)
+}
+
+async fn detach_endpoint<K: Kernel>(
+    State(svc): Svc<K>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Answer {
+    let wait = !flag("nowait", query(&uri)?.nowait.as_deref())?;
+    json(
+        StatusCode::OK,
+        &detached(async move { svc.detach_id(&id, wait).await }).await?,
+    )
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+/// A JSON object body: at most `BODY_LIMIT` bytes (a larger declared length
+/// is refused before reading), unknown fields refused by the types.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > BODY_LIMIT) {
+            return Err(ApiError::TooLarge { limit: BODY_LIMIT });
+        }
+        let body: Body = req.into_body();
+        let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT));
+        let bytes = read
+            .await
+            .map_err(|_| ApiError::Timeout {
+                secs: BODY_TIMEOUT.as_secs(),
+            })?
+            .map_err(|e| {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if too_large {
+                    ApiError::TooLarge { limit: BODY_LIMIT }
+                } else {
+                    ApiError::BadBody(format!("reading the body failed: {e}"))
+                }
+            })?;
+        parse_body(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON object, with errors that say what was wrong.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Err(ApiError::BadBody(
+            "the body is empty; a JSON object is expected".into(),
+        )),
+        Some(b'{') => serde_json::from_slice(body).map_err(|e| ApiError::BadBody(e.to_string())),
+        Some(_) => Err(ApiError::BadBody(
+            "invalid type: a JSON object is expected".into(),
+        )),
+    }
+}

@@ -1,0 +1,164 @@
+//! The API's request and response bodies: the data half of the contract
+//! (routes are in `routes`). Shared by the server, the client, `demo` and
+//! `bench-api`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::{CniResult, Endpoint, EndpointState, Network, Target};
+
+/// `POST /v1/networks`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNetwork {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_subnet: Option<String>,
+    /// Bridge name; derived from the network name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+}
+
+/// `POST /v1/networks/{name}/endpoints`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Interface name inside the namespace (default eth0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Requested IPv4 address (default: the next free one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Add a default route via the gateway (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_route: Option<bool>,
+}
+
+impl AttachRequest {
+    pub fn target(&self) -> Result<Target> {
+        Target::from_parts(self.netns.clone(), self.netns_path.clone(), self.pid)
+    }
+}
+
+/// `POST /v1/networks/{name}/detach`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetachRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Wait until the veth is deleted (default true). With false the answer
+    /// comes once the detach is recorded; the deletion (an RCU grace period,
+    /// ~20 ms) runs in the background, the address stays reserved until it
+    /// is done, and a new attach of the same namespace waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
+}
+
+impl DetachRequest {
+    pub fn target(&self) -> Result<Target> {
+        Target::from_parts(self.netns.clone(), self.netns_path.clone(), self.pid)
+    }
+}
+
+/// A network with its endpoint count, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    #[serde(flatten)]
+    pub network: Network,
+    pub endpoints: usize,
+}
+
+/// An endpoint with its state and CNI-style result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    pub state: EndpointState,
+    pub result: CniResult,
+}
+
+/// Answer to an attach: `created` is false when the endpoint already existed
+/// (an idempotent repeat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachResponse {
+    pub created: bool,
+    pub endpoint: EndpointView,
+}
+
+/// Answer to a detach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachResponse {
+    /// False when there was nothing to detach.
+    pub detached: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// True when the deletion is still running in the background.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+}
+
+/// Answer to a network removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveResponse {
+    pub removed: String,
+    pub detached: usize,
+}
+
+/// `GET /v1/status`: the daemon and a tree network -> bridge -> endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub state_dir: String,
+    pub socket: String,
+    pub environment: String,
+    pub networks: Vec<StatusNetwork>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusNetwork {
+    pub name: String,
+    pub bridge: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub endpoints: Vec<StatusEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEndpoint {
+    pub id: String,
+    pub target: String,
+    pub ifname: String,
+    pub address: String,
+    pub state: EndpointState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_request_refuses_unknown_fields() {
+        let e = serde_json::from_str::<AttachRequest>(r#"{"netns":"a","colour":1}"#).unwrap_err();
+        assert!(e.to_string().contains("colour"));
+    }
+}

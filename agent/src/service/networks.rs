@@ -1,0 +1,279 @@
+//! Networks: create (validated, persisted, then the bridge), list, remove
+//! (detaching every endpoint first when forced).
+use futures::future::join_all;
+use ipnet::IpNet;
+
+use super::registry::NetState;
+use super::Service;
+use crate::api::types::{CreateNetwork, NetworkView, RemoveResponse};
+use crate::error::{Error, Result};
+use crate::ipam;
+use crate::kernel::Kernel;
+use crate::model::{self, Network};
+
+impl<K: Kernel> Service<K> {
+    pub async fn create_network(&self, req: CreateNetwork) -> Result<NetworkView> {
+        model::validate_network_name(&req.name)?;
+        let bridge = match &req.bridge {
+            Some(b) => {
+                model::validate_ifname("bridge name", b)?;
+                b.clone()
+            }
+            None => model::bridge_name(&req.name),
+        };
+        if bridge.starts_with(&self.link_prefix()) {
+            // This daemon names its host veths cn<tag><n>: a bridge named so
+            // would be taken for one of them (and deleted) at every start.
+            return Err(Error::invalid(
+                "bridge name",
+                &bridge,
+                format!(
+                    "{}* is this daemon's prefix for endpoint links",
+                    self.link_prefix()
+                ),
+            ));
+        }
+        let mtu = req.mtu.unwrap_or(self.config.mtu);
+        model::validate_mtu(mtu)?;
+        let requested = match &req.subnet {
+            Some(s) => Some(ipam::parse_subnet_v4(s)?),
+            None => {
+                if req.gateway.is_some() {
+                    return Err(Error::invalid(
+                        "gateway",
+                        req.gateway.clone().unwrap_or_default(),
+                        "a gateway needs an explicit --subnet",
+                    ));
+                }
+                None
+            }
+        };
+        if let Some(s) = requested {
+            ipam::gateway_v4(s, req.gateway.as_deref())?;
+        }
+        let v6 = match &req.ipv6_subnet {
+            Some(s) => {
+                let net = ipam::parse_subnet_v6(s)?;
+                let gw = std::net::Ipv6Addr::from(u128::from(net.network()) + 1);
+                Some((net, gw))
+            }
+            None => None,
+        };
+        // What the namespace already routes (outside the lock: it awaits).
+        let used = self.kernel.used_networks().await?;
+        let links = self.kernel.link_names().await?;
+
+        let network = {
+            let mut reg = self.reg();
+            if reg.networks.contains_key(&req.name) {
+                return Err(Error::Conflict(format!(
+                    "network {:?} already exists",
+                    req.name
+                )));
+            }
+            if let Some(other) = reg.networks.values().find(|n| n.network.bridge == bridge) {
+                return Err(Error::Conflict(format!(
+                    "bridge {bridge:?} is already used by network {:?}",
+                    other.network.name
+                )));
+            }
+            if links.contains(&bridge) {
+                return Err(Error::Conflict(format!(
+                    "a link named {bridge:?} already exists in the daemon's namespace \
+                     (choose another network name or bridge)"
+                )));
+            }
+            let subnet = match requested {
+                Some(s) => {
+                    let net = IpNet::V4(s);
+                    if let Some(other) = reg
+                        .networks
+                        .values()
+                        .find(|n| ipam::overlaps(&net, &IpNet::V4(n.network.subnet)))
+                    {
+                        return Err(Error::Conflict(format!(
+                            "subnet {s} overlaps network {:?} ({})",
+                            other.network.name, other.network.subnet
+                        )));
+                    }
+                    if let Some(route) = used
+                        .iter()
+                        .find(|r| r.prefix_len() > 0 && ipam::overlaps(&net, r))
+                    {
+                        return Err(Error::Conflict(format!(
+                            "subnet {s} overlaps {route}, already routed in the daemon's namespace"
+                        )));
+                    }
+                    s
+                }
+                None => {
+                    let mut taken = used.clone();
+                    taken.extend(reg.networks.values().map(|n| IpNet::V4(n.network.subnet)));
+                    ipam::pick_subnet(self.config.pool, self.config.pool_prefix, &taken)?
+                }
+            };
+            if let Some((s6, _)) = v6 {
+                let net = IpNet::V6(s6);
+                if let Some(other) = reg.networks.values().find(|n| {
+                    n.network
+                        .ipv6_subnet
+                        .is_some_and(|o| ipam::overlaps(&net, &IpNet::V6(o)))
+                }) {
+                    return Err(Error::Conflict(format!(
+                        "ipv6 subnet {s6} overlaps network {:?}",
+                        other.network.name
+                    )));
+                }
+            }
+            let gateway = ipam::gateway_v4(subnet, req.gateway.as_deref())?;
+            let network = Network {
+                name: req.name.clone(),
+                bridge: bridge.clone(),
+                subnet,
+                gateway,
+                ipv6_subnet: v6.map(|(s, _)| s),
+                ipv6_gateway: v6.map(|(_, g)| g),
+                mtu,
+                created: model::now_secs(),
+            };
+            reg.networks
+                .insert(network.name.clone(), NetState::new(network.clone(), false));
+            network
+        };
+
+        let created = async {
+            let store = self.store.clone();
+            let n = network.clone();
+            tokio::task::spawn_blocking(move || store.save_network(&n))
+                .await
+                .map_err(|e| Error::Internal(format!("state writer: {e}")))??;
+            if let Err(e) = self.kernel.ensure_bridge(&network).await {
+                let _ = self.kernel.delete_link(&network.bridge).await;
+                let _ = self.store.remove_network(&network.name);
+                return Err(e);
+            }
+            Ok(())
+        }
+        .await;
+        let mut reg = self.reg();
+        match created {
+            Ok(()) => {
+                if let Some(n) = reg.networks.get_mut(&network.name) {
+                    n.ready = true;
+                }
+                tracing::info!(network = %network.name, bridge = %network.bridge, subnet = %network.subnet, "network created");
+                Ok(NetworkView {
+                    network,
+                    endpoints: 0,
+                })
+            }
+            Err(e) => {
+                reg.networks.remove(&network.name);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn networks(&self) -> Vec<NetworkView> {
+        let reg = self.reg();
+        reg.networks
+            .values()
+            .filter(|n| n.ready)
+            .map(|n| NetworkView {
+                network: n.network.clone(),
+                endpoints: reg.count(&n.network.name),
+            })
+            .collect()
+    }
+
+    pub fn network(&self, name: &str) -> Result<NetworkView> {
+        let reg = self.reg();
+        match reg.networks.get(name) {
+            Some(n) => Ok(NetworkView {
+                network: n.network.clone(),
+                endpoints: reg.count(name),
+            }),
+            None => Err(Error::not_found("network", name)),
+        }
+    }
+
+    pub async fn remove_network(&self, name: &str, force: bool) -> Result<RemoveResponse> {
+        let ids: Vec<String> = {
+            let mut reg = self.reg();
+            let Some(net) = reg.networks.get(name) else {
+                return Err(Error::not_found("network", name));
+            };
+            if !net.ready {
+                return Err(Error::Conflict(format!(
+                    "network {name:?} is being created or removed"
+                )));
+            }
+            let ids: Vec<String> = reg
+                .endpoints
+                .values()
+                .filter(|e| e.endpoint.network == name)
+                .map(|e| e.endpoint.id.clone())
+                .collect();
+            if !ids.is_empty() && !force {
+                return Err(Error::Conflict(format!(
+                    "network {name:?} has {} endpoint(s); detach them first or remove with --force",
+                    ids.len()
+                )));
+            }
+            if let Some(net) = reg.networks.get_mut(name) {
+                net.ready = false;
+            }
+            ids
+        };
+        let result = async {
+            // Every endpoint is tried, and every failure reported.
+            let results = join_all(ids.iter().map(|id| self.detach_id(id, true))).await;
+            let mut detached = 0;
+            let mut failures = Vec::new();
+            for r in results {
+                match r {
+                    Ok(r) if r.detached => detached += 1,
+                    Ok(_) => {}
+                    Err(e) => failures.push(e),
+                }
+            }
+            Error::collect(format!("remove network {name:?}"), failures)?;
+            if self.reg().count(name) > 0 {
+                return Err(Error::Conflict(format!(
+                    "network {name:?} still has endpoints"
+                )));
+            }
+            let bridge = self
+                .reg()
+                .networks
+                .get(name)
+                .map(|n| n.network.bridge.clone())
+                .unwrap_or_default();
+            self.kernel.delete_link(&bridge).await?;
+            let store = self.store.clone();
+            let n = name.to_string();
+            tokio::task::spawn_blocking(move || store.remove_network(&n))
+                .await
+                .map_err(|e| Error::Internal(format!("state writer: {e}")))??;
+            Ok(detached)
+        }
+        .await;
+        let mut reg = self.reg();
+        match result {
+            Ok(detached) => {
+                reg.networks.remove(name);
+                tracing::info!(network = %name, detached, "network removed");
+                Ok(RemoveResponse {
+                    removed: name.to_string(),
+                    detached,
+                })
+            }
+            Err(e) => {
+                if let Some(net) = reg.networks.get_mut(name) {
+                    net.ready = true;
+                }
+                Err(e)
+            }
+        }
+    }
+}
