@@ -1,0 +1,109 @@
+//! The engine: one record table, one forwarder, any number of listeners.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::config::{EngineConfig, Limits};
+use crate::error::Result;
+use crate::forward::Forwarder;
+use crate::listener::{self, ListenerKind, ListenerSockets, NamespaceListener, SharedListener};
+use crate::records::RecordTable;
+use crate::respond::Responder;
+use crate::scopes::ClientScopes;
+
+pub(crate) struct EngineInner {
+    pub(crate) records: RecordTable,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) config: EngineConfig,
+    rotation: AtomicUsize,
+    /// Waiting queries across all listeners.
+    pub(crate) pending: Arc<Semaphore>,
+}
+
+impl EngineInner {
+    pub(crate) fn responder(&self) -> Responder<'_> {
+        Responder {
+            records: &self.records,
+            forwarder: &self.forwarder,
+            ttl: self.config.local_ttl,
+            rotation: &self.rotation,
+        }
+    }
+}
+
+/// conductor-net's DNS engine. Cheap to clone (all clones are the same
+/// engine). Listeners must be added from inside a tokio runtime.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl Engine {
+    /// An engine forwarding to `config.upstreams`, with no records and no
+    /// listeners.
+    pub fn new(config: EngineConfig) -> Result<Self> {
+        let forwarder = Forwarder::new(&config.upstreams, &config.forward)?;
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                records: RecordTable::default(),
+                forwarder,
+                pending: Arc::new(Semaphore::new(config.max_pending.max(1))),
+                config,
+                rotation: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The record table every listener answers from; updates are visible to
+    /// the next query.
+    pub fn records(&self) -> &RecordTable {
+        &self.inner.records
+    }
+
+    /// Replaces the upstream resolvers (the forwarding cache starts empty).
+    pub fn set_upstreams(&self, upstreams: &[SocketAddr]) -> Result<()> {
+        self.inner.forwarder.set_upstreams(upstreams)
+    }
+
+    /// The upstream resolvers in use.
+    pub fn upstreams(&self) -> Vec<SocketAddr> {
+        self.inner.forwarder.upstreams()
+    }
+
+    /// Serves one client namespace on sockets opened inside it (usually
+    /// 127.0.0.11:53). `scopes: None` = not known yet: queries are held up
+    /// to the hold timeout until [`NamespaceListener::set_scopes`].
+    /// `limits: None` = the engine's defaults.
+    pub fn add_namespace_listener(
+        &self,
+        sockets: ListenerSockets,
+        scopes: Option<ClientScopes>,
+        limits: Option<Limits>,
+    ) -> Result<NamespaceListener> {
+        let limits = limits.unwrap_or_else(|| self.inner.config.limits.clone());
+        let core = listener::start(
+            self.inner.clone(),
+            sockets,
+            ListenerKind::Namespace(scopes),
+            limits,
+        )?;
+        Ok(NamespaceListener { core })
+    }
+
+    /// Serves many clients on one socket pair (a bridge's gateway address),
+    /// telling them apart by source address; see
+    /// [`SharedListener::set_client`]. Unknown sources are held like
+    /// queries on a namespace listener without scopes.
+    pub fn add_shared_listener(
+        &self,
+        sockets: ListenerSockets,
+        limits: Option<Limits>,
+    ) -> Result<SharedListener> {
+        let limits = limits.unwrap_or_else(|| self.inner.config.limits.clone());
+        let core = listener::start(self.inner.clone(), sockets, ListenerKind::Shared, limits)?;
+        Ok(SharedListener { core })
+    }
+}
