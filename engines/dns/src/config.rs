@@ -21,8 +21,10 @@ pub struct EngineConfig {
     pub hold_timeout: Duration,
     /// Forwarding settings.
     pub forward: ForwardConfig,
-    /// Default limits of listeners that do not bring their own.
+    /// Default limits of namespace listeners that do not bring their own.
     pub limits: Limits,
+    /// Default limits of shared listeners that do not bring their own.
+    pub shared_limits: Limits,
     /// Queries waiting (held or forwarded) across all listeners; beyond it
     /// new slow queries are dropped (clients retry).
     pub max_pending: usize,
@@ -36,6 +38,7 @@ impl Default for EngineConfig {
             hold_timeout: Duration::from_secs(1),
             forward: ForwardConfig::default(),
             limits: Limits::default(),
+            shared_limits: Limits::shared(),
             max_pending: 4096,
         }
     }
@@ -90,6 +93,16 @@ pub struct Limits {
     pub tcp_max_connections: usize,
     /// A TCP connection with no complete query for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// Datagrams read per system call (`recvmmsg`); each costs a 4 KiB
+    /// buffer. 1 for a namespace listener (one client); more for a shared
+    /// one, so that one flooding client cannot overflow the shared receive
+    /// queue before the engine drops its packets.
+    pub udp_batch: usize,
+    /// Receive buffer asked for the UDP socket (`SO_RCVBUFFORCE` when the
+    /// daemon may, else `SO_RCVBUF` up to `net.core.rmem_max`); `None`
+    /// keeps the socket's. A shared socket needs room to ride out the
+    /// moments the engine is not scheduled while one client floods it.
+    pub udp_recv_buffer: Option<usize>,
 }
 
 impl Default for Limits {
@@ -103,11 +116,27 @@ impl Default for Limits {
             max_pending: 256,
             tcp_max_connections: 16,
             tcp_idle_timeout: Duration::from_secs(5),
+            udp_batch: 1,
+            udp_recv_buffer: None,
         }
     }
 }
 
 impl Limits {
+    /// Defaults for a shared listener: many clients, so more room in total
+    /// (the per-source limits are those of a namespace).
+    pub fn shared() -> Self {
+        Self {
+            listener_qps: 20_000,
+            listener_burst: 40_000,
+            max_pending: 1024,
+            tcp_max_connections: 128,
+            udp_batch: 32,
+            udp_recv_buffer: Some(4 << 20),
+            ..Self::default()
+        }
+    }
+
     /// No rate limit (benchmarks); the other bounds stay.
     pub fn unlimited_rate() -> Self {
         Self {

@@ -102,8 +102,35 @@ impl Engine {
         sockets: ListenerSockets,
         limits: Option<Limits>,
     ) -> Result<SharedListener> {
-        let limits = limits.unwrap_or_else(|| self.inner.config.limits.clone());
+        let limits = limits.unwrap_or_else(|| self.inner.config.shared_limits.clone());
         let core = listener::start(self.inner.clone(), sockets, ListenerKind::Shared, limits)?;
         Ok(SharedListener { core })
+    }
+}
+
+impl Engine {
+    /// Runs one message through the request path (parse, local answer,
+    /// policy) as a client seeing `client`, without sockets: the response,
+    /// or `None` when there is nothing to send now (ignored, or it would
+    /// be forwarded - nothing is sent upstream). For fuzzing and tests.
+    #[doc(hidden)]
+    pub fn answer_bytes(&self, raw: &[u8], client: &ClientScopes) -> Option<Vec<u8>> {
+        use crate::respond::{self, Parsed, Step};
+        use hickory_server::net::xfer::Protocol;
+        let src = SocketAddr::from(([127, 0, 0, 1], 53000));
+        match respond::parse(raw, src, Protocol::Udp) {
+            Parsed::Query(request) => {
+                match self
+                    .inner
+                    .responder()
+                    .answer(request, client, src.ip(), Protocol::Udp)
+                {
+                    Step::Local(bytes) | Step::Refused(bytes) => Some(bytes),
+                    Step::Forward(_) => None,
+                }
+            }
+            Parsed::FormErr(bytes) => Some(bytes),
+            Parsed::Ignore => None,
+        }
     }
 }

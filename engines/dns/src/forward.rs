@@ -75,7 +75,10 @@ impl Forwarder {
 
     pub(crate) fn upstreams(&self) -> Vec<SocketAddr> {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        current.as_ref().map(|u| u.addrs.clone()).unwrap_or_default()
+        current
+            .as_ref()
+            .map(|u| u.addrs.clone())
+            .unwrap_or_default()
     }
 
     fn build(&self, upstreams: &[SocketAddr]) -> Result<Upstream> {
@@ -154,7 +157,10 @@ impl Forwarder {
 fn negative(error: NetError) -> Forwarded {
     match error {
         NetError::Dns(DnsError::NoRecordsFound(none))
-            if matches!(none.response_code, ResponseCode::NoError | ResponseCode::NXDomain) =>
+            if matches!(
+                none.response_code,
+                ResponseCode::NoError | ResponseCode::NXDomain
+            ) =>
         {
             Forwarded::Answer {
                 rcode: none.response_code,

@@ -129,7 +129,15 @@ mod tests {
 
     #[test]
     fn normalize_refuses_bad_names_naming_them() {
-        for bad in ["", ".", "a..b", "with space", "a/b", &"x".repeat(64), &"a.".repeat(130)] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "with space",
+            "a/b",
+            &"x".repeat(64),
+            &"a.".repeat(130),
+        ] {
             let err = normalize(bad).unwrap_err();
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
         }
@@ -152,7 +160,13 @@ mod tests {
         let ip: Ipv6Addr = "fd00::1:2".parse().unwrap();
         let v6 = Name::from(IpAddr::V6(ip));
         assert_eq!(reverse_addr(&v6), Some(IpAddr::V6(ip)));
-        for bad in ["3.2.1.in-addr.arpa.", "256.1.1.1.in-addr.arpa.", "x.1.1.1.in-addr.arpa.", "in-addr.arpa.", "1.2.3.4.example."] {
+        for bad in [
+            "3.2.1.in-addr.arpa.",
+            "256.1.1.1.in-addr.arpa.",
+            "x.1.1.1.in-addr.arpa.",
+            "in-addr.arpa.",
+            "1.2.3.4.example.",
+        ] {
             assert_eq!(reverse_addr(&Name::from_str(bad).unwrap()), None, "{bad}");
         }
     }

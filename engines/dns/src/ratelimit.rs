@@ -108,7 +108,10 @@ impl RateLimiter {
                 .entry(source)
                 .or_insert_with(|| Bucket::full(burst, now))
         } else {
-            state.sources.get_mut(&source).unwrap_or(&mut state.overflow)
+            state
+                .sources
+                .get_mut(&source)
+                .unwrap_or(&mut state.overflow)
         };
         // The listener's token is only spent when the source may send, so a
         // flooding source cannot drain the listener for the others.
@@ -125,7 +128,12 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    fn limits(source_qps: u32, source_burst: u32, listener_qps: u32, listener_burst: u32) -> Limits {
+    fn limits(
+        source_qps: u32,
+        source_burst: u32,
+        listener_qps: u32,
+        listener_burst: u32,
+    ) -> Limits {
         Limits {
             source_qps,
             source_burst,
@@ -163,7 +171,8 @@ mod tests {
         let t0 = Instant::now();
         let rl = RateLimiter::new(&limits(100, 100, 10, 3), t0);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let n = (0..5).filter(|_| rl.allow(a, t0)).count() + (0..5).filter(|_| rl.allow(b, t0)).count();
+        let n =
+            (0..5).filter(|_| rl.allow(a, t0)).count() + (0..5).filter(|_| rl.allow(b, t0)).count();
         assert_eq!(n, 3);
     }
 

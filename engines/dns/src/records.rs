@@ -136,7 +136,12 @@ impl RecordTable {
 
     /// Adds or replaces endpoint `endpoint` of `scope` (the scope is
     /// created on first use). Visible to the next query.
-    pub fn upsert_endpoint(&self, scope: &ScopeId, endpoint: &str, record: &EndpointRecord) -> Result<()> {
+    pub fn upsert_endpoint(
+        &self,
+        scope: &ScopeId,
+        endpoint: &str,
+        record: &EndpointRecord,
+    ) -> Result<()> {
         check_id("endpoint", endpoint)?;
         if record.ipv4.is_empty() && record.ipv6.is_empty() {
             return Err(Error::NoAddress {
@@ -322,11 +327,16 @@ mod tests {
     fn names_aliases_and_scaled_services() {
         let t = RecordTable::default();
         let net = scope("n1");
-        t.upsert_endpoint(&net, "e1", &ep("web-1", &["web"], &["10.0.0.2"], &[])).unwrap();
-        t.upsert_endpoint(&net, "e2", &ep("web-2", &["web"], &["10.0.0.3"], &[])).unwrap();
+        t.upsert_endpoint(&net, "e1", &ep("web-1", &["web"], &["10.0.0.2"], &[]))
+            .unwrap();
+        t.upsert_endpoint(&net, "e2", &ep("web-2", &["web"], &["10.0.0.3"], &[]))
+            .unwrap();
         let s = [net.clone()];
         assert_eq!(t.lookup(&s, "web-1", Family::V4), found(&["10.0.0.2"]));
-        assert_eq!(t.lookup(&s, "web", Family::V4), found(&["10.0.0.2", "10.0.0.3"]));
+        assert_eq!(
+            t.lookup(&s, "web", Family::V4),
+            found(&["10.0.0.2", "10.0.0.3"])
+        );
         assert_eq!(t.lookup(&s, "web", Family::V6), NameLookup::NoData);
         assert_eq!(t.lookup(&s, "db", Family::V4), NameLookup::NotLocal);
         assert!(t.remove_endpoint(&net, "e1"));
@@ -339,8 +349,10 @@ mod tests {
     fn replacing_an_endpoint_drops_its_old_names_and_addresses() {
         let t = RecordTable::default();
         let net = scope("n1");
-        t.upsert_endpoint(&net, "e1", &ep("a", &["old"], &["10.0.0.2"], &[])).unwrap();
-        t.upsert_endpoint(&net, "e1", &ep("a", &["new"], &["10.0.0.9"], &[])).unwrap();
+        t.upsert_endpoint(&net, "e1", &ep("a", &["old"], &["10.0.0.2"], &[]))
+            .unwrap();
+        t.upsert_endpoint(&net, "e1", &ep("a", &["new"], &["10.0.0.9"], &[]))
+            .unwrap();
         let s = [net];
         assert_eq!(t.lookup(&s, "old", Family::V4), NameLookup::NotLocal);
         assert_eq!(t.lookup(&s, "new", Family::V4), found(&["10.0.0.9"]));
@@ -352,14 +364,31 @@ mod tests {
     fn scopes_are_isolated_and_ordered() {
         let t = RecordTable::default();
         let (a, b) = (scope("a"), scope("b"));
-        t.upsert_endpoint(&a, "e1", &ep("db", &[], &["10.1.0.2"], &[])).unwrap();
-        t.upsert_endpoint(&b, "e2", &ep("db", &[], &["10.2.0.2"], &["fd00::2"])).unwrap();
-        assert_eq!(t.lookup(&[a.clone()], "db", Family::V4), found(&["10.1.0.2"]));
-        assert_eq!(t.lookup(&[b.clone(), a.clone()], "db", Family::V4), found(&["10.2.0.2"]));
+        t.upsert_endpoint(&a, "e1", &ep("db", &[], &["10.1.0.2"], &[]))
+            .unwrap();
+        t.upsert_endpoint(&b, "e2", &ep("db", &[], &["10.2.0.2"], &["fd00::2"]))
+            .unwrap();
+        assert_eq!(
+            t.lookup(std::slice::from_ref(&a), "db", Family::V4),
+            found(&["10.1.0.2"])
+        );
+        assert_eq!(
+            t.lookup(&[b.clone(), a.clone()], "db", Family::V4),
+            found(&["10.2.0.2"])
+        );
         // The first scope with the family wins; v6 only exists in b.
-        assert_eq!(t.lookup(&[a.clone(), b.clone()], "db", Family::V6), found(&["fd00::2"]));
-        assert_eq!(t.lookup(&[a.clone()], "db", Family::V6), NameLookup::NoData);
-        assert_eq!(t.lookup(&[scope("c")], "db", Family::V4), NameLookup::NotLocal);
+        assert_eq!(
+            t.lookup(&[a.clone(), b.clone()], "db", Family::V6),
+            found(&["fd00::2"])
+        );
+        assert_eq!(
+            t.lookup(std::slice::from_ref(&a), "db", Family::V6),
+            NameLookup::NoData
+        );
+        assert_eq!(
+            t.lookup(&[scope("c")], "db", Family::V4),
+            NameLookup::NotLocal
+        );
         assert_eq!(t.lookup(&[], "db", Family::V4), NameLookup::NotLocal);
     }
 
@@ -369,16 +398,32 @@ mod tests {
         let (a, b) = (scope("id-a"), scope("id-b"));
         t.set_scope_domain(&a, Some("front.net")).unwrap();
         t.set_scope_domain(&b, Some("back")).unwrap();
-        t.upsert_endpoint(&a, "e1", &ep("api", &[], &["10.1.0.2"], &[])).unwrap();
-        t.upsert_endpoint(&b, "e2", &ep("api", &[], &["10.2.0.2"], &[])).unwrap();
+        t.upsert_endpoint(&a, "e1", &ep("api", &[], &["10.1.0.2"], &[]))
+            .unwrap();
+        t.upsert_endpoint(&b, "e2", &ep("api", &[], &["10.2.0.2"], &[]))
+            .unwrap();
         let both = [a.clone(), b.clone()];
-        assert_eq!(t.lookup(&both, "api.back", Family::V4), found(&["10.2.0.2"]));
-        assert_eq!(t.lookup(&both, "api.front.net", Family::V4), found(&["10.1.0.2"]));
-        assert_eq!(t.lookup(&both, "api.other", Family::V4), NameLookup::NotLocal);
-        // Only networks the client is on.
-        assert_eq!(t.lookup(&[a.clone()], "api.back", Family::V4), NameLookup::NotLocal);
         assert_eq!(
-            t.reverse(&both, "10.2.0.2".parse().unwrap()).unwrap().to_ascii(),
+            t.lookup(&both, "api.back", Family::V4),
+            found(&["10.2.0.2"])
+        );
+        assert_eq!(
+            t.lookup(&both, "api.front.net", Family::V4),
+            found(&["10.1.0.2"])
+        );
+        assert_eq!(
+            t.lookup(&both, "api.other", Family::V4),
+            NameLookup::NotLocal
+        );
+        // Only networks the client is on.
+        assert_eq!(
+            t.lookup(std::slice::from_ref(&a), "api.back", Family::V4),
+            NameLookup::NotLocal
+        );
+        assert_eq!(
+            t.reverse(&both, "10.2.0.2".parse().unwrap())
+                .unwrap()
+                .to_ascii(),
             "api.back."
         );
     }
@@ -391,7 +436,9 @@ mod tests {
         assert!(err.unwrap_err().to_string().contains("\"bad name\""));
         let err = t.upsert_endpoint(&net, "e", &ep("ok", &[], &[], &[]));
         assert!(err.unwrap_err().to_string().contains("no address"));
-        assert!(t.upsert_endpoint(&net, "", &ep("ok", &[], &["10.0.0.1"], &[])).is_err());
+        assert!(t
+            .upsert_endpoint(&net, "", &ep("ok", &[], &["10.0.0.1"], &[]))
+            .is_err());
         assert_eq!(t.name_count(), 0);
     }
 
@@ -399,7 +446,8 @@ mod tests {
     fn empty_scopes_do_not_linger() {
         let t = RecordTable::default();
         let net = scope("n");
-        t.upsert_endpoint(&net, "e", &ep("x", &[], &["10.0.0.1"], &[])).unwrap();
+        t.upsert_endpoint(&net, "e", &ep("x", &[], &["10.0.0.1"], &[]))
+            .unwrap();
         t.remove_endpoint(&net, "e");
         assert!(t.read().is_empty());
     }

@@ -114,7 +114,10 @@ impl ResolvConf {
     /// Upstreams for the engine's forwarder (daemon namespace: loopback
     /// ones included).
     pub fn upstreams(&self) -> Vec<SocketAddr> {
-        self.nameservers.iter().map(Nameserver::socket_addr).collect()
+        self.nameservers
+            .iter()
+            .map(Nameserver::socket_addr)
+            .collect()
     }
 
     /// Nameservers a container could use directly (not loopback).
@@ -131,7 +134,10 @@ fn line_of(error: &resolv_conf::ParseError) -> usize {
     use resolv_conf::ParseError::*;
     match error {
         InvalidUtf8(line, _) | InvalidIp(line, _) => *line,
-        InvalidValue(line) | InvalidOptionValue(line) | InvalidOption(line) | InvalidDirective(line)
+        InvalidValue(line)
+        | InvalidOptionValue(line)
+        | InvalidOption(line)
+        | InvalidDirective(line)
         | ExtraData(line) => *line,
     }
 }
@@ -140,17 +146,28 @@ fn line_of(error: &resolv_conf::ParseError) -> usize {
 mod tests {
     use super::*;
 
-    const SYSTEMD: &str = "# managed\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch corp.example\n";
+    const SYSTEMD: &str =
+        "# managed\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch corp.example\n";
 
     #[test]
     fn loopback_nameservers_are_told_apart() {
         let text = "nameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\nnameserver fe80::1%eth0\nnameserver ::ffff:127.0.0.1\n";
         let conf = ResolvConf::parse(text).unwrap();
-        let loopback: Vec<bool> = conf.nameservers.iter().map(Nameserver::is_loopback).collect();
+        let loopback: Vec<bool> = conf
+            .nameservers
+            .iter()
+            .map(Nameserver::is_loopback)
+            .collect();
         assert_eq!(loopback, [true, false, true, false, true]);
         assert_eq!(conf.nameservers[3].zone.as_deref(), Some("eth0"));
         let usable: Vec<IpAddr> = conf.container_usable().iter().map(|n| n.addr).collect();
-        assert_eq!(usable, ["10.0.0.2".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]);
+        assert_eq!(
+            usable,
+            [
+                "10.0.0.2".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
         assert_eq!(conf.upstreams()[0], "127.0.0.53:53".parse().unwrap());
     }
 

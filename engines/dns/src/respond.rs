@@ -157,12 +157,22 @@ impl Responder<'_> {
         let key = names::query_key(owner, &mut buf);
 
         if let Some(records) = self.local(owner, key, qtype, client) {
-            return Step::Local(encode(&request, protocol, ResponseCode::NoError, &records, &[]));
+            return Step::Local(encode(
+                &request,
+                protocol,
+                ResponseCode::NoError,
+                &records,
+                &[],
+            ));
         }
 
         let policy_name = match key {
             Some(key) => key.to_string(),
-            None => owner.to_lowercase().to_ascii().trim_end_matches('.').to_string(),
+            None => owner
+                .to_lowercase()
+                .to_ascii()
+                .trim_end_matches('.')
+                .to_string(),
         };
         let asked = PolicyQuery {
             name: &policy_name,
@@ -170,7 +180,10 @@ impl Responder<'_> {
             source,
             scopes: client.scopes(),
         };
-        let refused = client.policy.iter().any(|p| p.check(&asked) == Verdict::Refuse)
+        let refused = client
+            .policy
+            .iter()
+            .any(|p| p.check(&asked) == Verdict::Refuse)
             || self
                 .records
                 .policies(client.scopes())
@@ -189,7 +202,11 @@ impl Responder<'_> {
                     authorities,
                 } => encode(&request, protocol, rcode, &answers, &authorities),
                 Forwarded::Failed(reason) => {
-                    let name = request.queries.queries().first().map(|q| q.name().to_string());
+                    let name = request
+                        .queries
+                        .queries()
+                        .first()
+                        .map(|q| q.name().to_string());
                     debug!(?name, reason, "SERVFAIL");
                     encode(&request, protocol, ResponseCode::ServFail, &[], &[])
                 }

@@ -27,7 +27,11 @@ struct Counting {
 
 #[async_trait::async_trait]
 impl RequestHandler for Counting {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
         self.queries.fetch_add(1, Ordering::Relaxed);
         self.catalog.handle_request::<R, T>(request, response).await
     }
@@ -47,20 +51,35 @@ impl StubUpstream {
     /// can ask for names no cache has seen).
     pub async fn start(origin: &str, records: &[(&str, Ipv4Addr)]) -> std::io::Result<Self> {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-        let origin = Name::from_str(&format!("{}.", origin.trim_end_matches('.'))).map_err(|e| invalid(e.to_string()))?;
+        let origin = Name::from_str(&format!("{}.", origin.trim_end_matches('.')))
+            .map_err(|e| invalid(e.to_string()))?;
         let name = |label: &str| -> std::io::Result<Name> {
             Name::from_str(label)
                 .and_then(|n| n.append_domain(&origin))
                 .map_err(|e| invalid(e.to_string()))
         };
-        let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
+        let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
+            origin.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+        );
         let soa = SOA::new(name("ns")?, name("hostmaster")?, 1, 3600, 600, 86400, 60);
-        zone.upsert_mut(Record::from_rdata(origin.clone(), STUB_TTL, RData::SOA(soa)), 1);
+        zone.upsert_mut(
+            Record::from_rdata(origin.clone(), STUB_TTL, RData::SOA(soa)),
+            1,
+        );
         for (label, addr) in records {
-            zone.upsert_mut(Record::from_rdata(name(label)?, STUB_TTL, RData::A(A(*addr))), 1);
+            zone.upsert_mut(
+                Record::from_rdata(name(label)?, STUB_TTL, RData::A(A(*addr))),
+                1,
+            );
         }
         zone.upsert_mut(
-            Record::from_rdata(name("*.cold")?, STUB_TTL, RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))),
+            Record::from_rdata(
+                name("*.cold")?,
+                STUB_TTL,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 1))),
+            ),
             1,
         );
         let mut catalog = Catalog::new();
@@ -77,7 +96,11 @@ impl StubUpstream {
         });
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64 * 1024);
-        Ok(Self { addr, queries, server })
+        Ok(Self {
+            addr,
+            queries,
+            server,
+        })
     }
 
     /// Where it listens (UDP and TCP).

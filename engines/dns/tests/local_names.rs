@@ -16,9 +16,27 @@ use conductor_dns::DOCKER_TTL;
 async fn answers_are_scoped_by_the_listeners_networks() {
     let engine = engine(vec![]);
     let records = engine.records();
-    records.upsert_endpoint(&scope("front"), "e1", &endpoint("web", &[], &["10.1.0.2"], &[])).unwrap();
-    records.upsert_endpoint(&scope("back"), "e2", &endpoint("db", &[], &["10.2.0.2"], &[])).unwrap();
-    records.upsert_endpoint(&scope("back"), "e3", &endpoint("web", &[], &["10.2.0.3"], &[])).unwrap();
+    records
+        .upsert_endpoint(
+            &scope("front"),
+            "e1",
+            &endpoint("web", &[], &["10.1.0.2"], &[]),
+        )
+        .unwrap();
+    records
+        .upsert_endpoint(
+            &scope("back"),
+            "e2",
+            &endpoint("db", &[], &["10.2.0.2"], &[]),
+        )
+        .unwrap();
+    records
+        .upsert_endpoint(
+            &scope("back"),
+            "e3",
+            &endpoint("web", &[], &["10.2.0.3"], &[]),
+        )
+        .unwrap();
     let front = ns_listener(&engine, &["front"]);
     let back = ns_listener(&engine, &["back"]);
     let both = ns_listener(&engine, &["back", "front"]);
@@ -32,10 +50,19 @@ async fn answers_are_scoped_by_the_listeners_networks() {
     let answer = ask_udp(front.local_addr(), "db.", RecordType::A).await;
     assert_eq!(rcode(&answer), ResponseCode::ServFail);
     assert!(answer.answers.is_empty());
-    assert_eq!(addrs(&ask_udp(back.local_addr(), "web.", RecordType::A).await), [ip("10.2.0.3")]);
+    assert_eq!(
+        addrs(&ask_udp(back.local_addr(), "web.", RecordType::A).await),
+        [ip("10.2.0.3")]
+    );
     // Several networks: the first one (priority order) that has the name.
-    assert_eq!(addrs(&ask_udp(both.local_addr(), "web.", RecordType::A).await), [ip("10.2.0.3")]);
-    assert_eq!(addrs(&ask_udp(both.local_addr(), "db.", RecordType::A).await), [ip("10.2.0.2")]);
+    assert_eq!(
+        addrs(&ask_udp(both.local_addr(), "web.", RecordType::A).await),
+        [ip("10.2.0.3")]
+    );
+    assert_eq!(
+        addrs(&ask_udp(both.local_addr(), "db.", RecordType::A).await),
+        [ip("10.2.0.2")]
+    );
     for l in [front, back, both] {
         l.close().await;
     }
@@ -45,14 +72,33 @@ async fn answers_are_scoped_by_the_listeners_networks() {
 async fn aliases_scaled_services_case_and_nodata() {
     let engine = engine(vec![]);
     let net = scope("n");
-    engine.records().upsert_endpoint(&net, "e1", &endpoint("app-1", &["app", "api"], &["10.0.0.2"], &["fd00::2"])).unwrap();
-    engine.records().upsert_endpoint(&net, "e2", &endpoint("app-2", &["app"], &["10.0.0.3"], &[])).unwrap();
-    engine.records().upsert_endpoint(&net, "e3", &endpoint("v4only", &[], &["10.0.0.4"], &[])).unwrap();
+    engine
+        .records()
+        .upsert_endpoint(
+            &net,
+            "e1",
+            &endpoint("app-1", &["app", "api"], &["10.0.0.2"], &["fd00::2"]),
+        )
+        .unwrap();
+    engine
+        .records()
+        .upsert_endpoint(&net, "e2", &endpoint("app-2", &["app"], &["10.0.0.3"], &[]))
+        .unwrap();
+    engine
+        .records()
+        .upsert_endpoint(&net, "e3", &endpoint("v4only", &[], &["10.0.0.4"], &[]))
+        .unwrap();
     let l = ns_listener(&engine, &["n"]);
     let at = l.local_addr();
 
-    assert_eq!(addrs(&ask_udp(at, "api.", RecordType::A).await), [ip("10.0.0.2")]);
-    assert_eq!(addrs(&ask_udp(at, "API.", RecordType::AAAA).await), [ip("fd00::2")]);
+    assert_eq!(
+        addrs(&ask_udp(at, "api.", RecordType::A).await),
+        [ip("10.0.0.2")]
+    );
+    assert_eq!(
+        addrs(&ask_udp(at, "API.", RecordType::AAAA).await),
+        [ip("fd00::2")]
+    );
     // A scaled service: every replica, rotated between answers.
     let first = ask_udp(at, "app.", RecordType::A).await;
     assert_eq!(sorted_addrs(&first), [ip("10.0.0.2"), ip("10.0.0.3")]);
@@ -65,7 +111,11 @@ async fn aliases_scaled_services_case_and_nodata() {
     assert_eq!(second.answers[0].name.to_ascii(), "App.");
     // Local name without an address of that family, or another type:
     // NOERROR without records, not forwarded (Docker's ipv6Miss / MX).
-    for (name, qtype) in [("v4only.", RecordType::AAAA), ("app.", RecordType::MX), ("app.", RecordType::TXT)] {
+    for (name, qtype) in [
+        ("v4only.", RecordType::AAAA),
+        ("app.", RecordType::MX),
+        ("app.", RecordType::TXT),
+    ] {
         let answer = ask_udp(at, name, qtype).await;
         assert_eq!(rcode(&answer), ResponseCode::NoError, "{name} {qtype}");
         assert!(answer.answers.is_empty(), "{name} {qtype}");
@@ -77,24 +127,55 @@ async fn aliases_scaled_services_case_and_nodata() {
 async fn ptr_and_name_dot_network() {
     let engine = engine(vec![]);
     let (front, back) = (scope("id-front"), scope("id-back"));
-    engine.records().set_scope_domain(&front, Some("frontnet")).unwrap();
-    engine.records().set_scope_domain(&back, Some("backnet")).unwrap();
-    engine.records().upsert_endpoint(&front, "e1", &endpoint("api", &[], &["10.1.0.2"], &["fd01::2"])).unwrap();
-    engine.records().upsert_endpoint(&back, "e2", &endpoint("api", &[], &["10.2.0.2"], &[])).unwrap();
+    engine
+        .records()
+        .set_scope_domain(&front, Some("frontnet"))
+        .unwrap();
+    engine
+        .records()
+        .set_scope_domain(&back, Some("backnet"))
+        .unwrap();
+    engine
+        .records()
+        .upsert_endpoint(
+            &front,
+            "e1",
+            &endpoint("api", &[], &["10.1.0.2"], &["fd01::2"]),
+        )
+        .unwrap();
+    engine
+        .records()
+        .upsert_endpoint(&back, "e2", &endpoint("api", &[], &["10.2.0.2"], &[]))
+        .unwrap();
     let l = ns_listener(&engine, &["id-front", "id-back"]);
     let at = l.local_addr();
 
-    assert_eq!(addrs(&ask_udp(at, "api.", RecordType::A).await), [ip("10.1.0.2")]);
-    assert_eq!(addrs(&ask_udp(at, "api.backnet.", RecordType::A).await), [ip("10.2.0.2")]);
-    assert_eq!(addrs(&ask_udp(at, "API.FrontNet.", RecordType::A).await), [ip("10.1.0.2")]);
+    assert_eq!(
+        addrs(&ask_udp(at, "api.", RecordType::A).await),
+        [ip("10.1.0.2")]
+    );
+    assert_eq!(
+        addrs(&ask_udp(at, "api.backnet.", RecordType::A).await),
+        [ip("10.2.0.2")]
+    );
+    assert_eq!(
+        addrs(&ask_udp(at, "API.FrontNet.", RecordType::A).await),
+        [ip("10.1.0.2")]
+    );
 
     let ptr = |m: &conductor_dns::proto::op::Message| match &m.answers[0].data {
         RData::PTR(p) => p.0.to_ascii(),
         other => panic!("not a PTR: {other:?}"),
     };
-    assert_eq!(ptr(&ask_udp(at, "2.0.2.10.in-addr.arpa.", RecordType::PTR).await), "api.backnet.");
+    assert_eq!(
+        ptr(&ask_udp(at, "2.0.2.10.in-addr.arpa.", RecordType::PTR).await),
+        "api.backnet."
+    );
     let v6 = conductor_dns::proto::rr::Name::from(ip("fd01::2")).to_ascii();
-    assert_eq!(ptr(&ask_udp(at, &v6, RecordType::PTR).await), "api.frontnet.");
+    assert_eq!(
+        ptr(&ask_udp(at, &v6, RecordType::PTR).await),
+        "api.frontnet."
+    );
     // An address of no scope of this client: forwarded (SERVFAIL here).
     let other = ask_udp(at, "9.9.9.10.in-addr.arpa.", RecordType::PTR).await;
     assert_eq!(rcode(&other), ResponseCode::ServFail);
@@ -107,11 +188,21 @@ async fn tcp_answers_and_udp_truncates_big_answers() {
     let net = scope("n");
     for i in 0..200u32 {
         let addr = format!("10.0.{}.{}", i / 200, i % 200 + 2);
-        engine.records().upsert_endpoint(&net, &format!("e{i}"), &endpoint(&format!("r{i}"), &["big"], &[&addr], &[])).unwrap();
+        engine
+            .records()
+            .upsert_endpoint(
+                &net,
+                &format!("e{i}"),
+                &endpoint(&format!("r{i}"), &["big"], &[&addr], &[]),
+            )
+            .unwrap();
     }
     let l = ns_listener(&engine, &["n"]);
     let udp = ask_udp(l.local_addr(), "big.", RecordType::A).await;
-    assert!(udp.metadata.truncation, "200 addresses do not fit in 1232 bytes");
+    assert!(
+        udp.metadata.truncation,
+        "200 addresses do not fit in 1232 bytes"
+    );
     assert!(udp.answers.len() < 200);
     let tcp = ask_tcp(l.tcp_local_addr().unwrap(), "big.", RecordType::A).await;
     assert!(!tcp.metadata.truncation);
@@ -126,7 +217,10 @@ async fn tcp_answers_and_udp_truncates_big_answers() {
 async fn updates_are_visible_to_the_next_query_without_a_gap() {
     let engine = engine(vec![]);
     let net = scope("n");
-    engine.records().upsert_endpoint(&net, "stable", &endpoint("stable", &[], &["10.0.0.2"], &[])).unwrap();
+    engine
+        .records()
+        .upsert_endpoint(&net, "stable", &endpoint("stable", &[], &["10.0.0.2"], &[]))
+        .unwrap();
     let l = ns_listener(&engine, &["n"]);
     let at = l.local_addr();
 
@@ -137,7 +231,11 @@ async fn updates_are_visible_to_the_next_query_without_a_gap() {
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let answer = ask_udp(at, "stable.", RecordType::A).await;
-                assert_eq!(addrs(&answer), [ip("10.0.0.2")], "the untouched name missed an answer");
+                assert_eq!(
+                    addrs(&answer),
+                    [ip("10.0.0.2")],
+                    "the untouched name missed an answer"
+                );
                 count.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -146,13 +244,22 @@ async fn updates_are_visible_to_the_next_query_without_a_gap() {
     for i in 0..300u32 {
         let name = format!("c{i}");
         let addr = format!("10.0.{}.{}", 1 + i / 250, i % 250 + 1);
-        engine.records().upsert_endpoint(&net, &name, &endpoint(&name, &[], &[&addr], &[])).unwrap();
+        engine
+            .records()
+            .upsert_endpoint(&net, &name, &endpoint(&name, &[], &[&addr], &[]))
+            .unwrap();
         let answer = ask_udp(at, &format!("{name}."), RecordType::A).await;
         assert_eq!(addrs(&answer), [ip(&addr)], "{name} right after its insert");
         // Replace its address: the next query sees the new one.
         let moved = format!("10.9.{}.{}", i / 250, i % 250 + 1);
-        engine.records().upsert_endpoint(&net, &name, &endpoint(&name, &[], &[&moved], &[])).unwrap();
-        assert_eq!(addrs(&ask_udp(at, &format!("{name}."), RecordType::A).await), [ip(&moved)]);
+        engine
+            .records()
+            .upsert_endpoint(&net, &name, &endpoint(&name, &[], &[&moved], &[]))
+            .unwrap();
+        assert_eq!(
+            addrs(&ask_udp(at, &format!("{name}."), RecordType::A).await),
+            [ip(&moved)]
+        );
         assert!(engine.records().remove_endpoint(&net, &name));
         let gone = ask_udp(at, &format!("{name}."), RecordType::A).await;
         assert!(addrs(&gone).is_empty(), "{name} answered after its removal");
@@ -168,15 +275,27 @@ async fn updates_are_visible_to_the_next_query_without_a_gap() {
 #[tokio::test]
 async fn a_listeners_scopes_change_in_place() {
     let engine = engine(vec![]);
-    engine.records().upsert_endpoint(&scope("a"), "e1", &endpoint("x", &[], &["10.1.0.2"], &[])).unwrap();
-    engine.records().upsert_endpoint(&scope("b"), "e2", &endpoint("y", &[], &["10.2.0.2"], &[])).unwrap();
+    engine
+        .records()
+        .upsert_endpoint(&scope("a"), "e1", &endpoint("x", &[], &["10.1.0.2"], &[]))
+        .unwrap();
+    engine
+        .records()
+        .upsert_endpoint(&scope("b"), "e2", &endpoint("y", &[], &["10.2.0.2"], &[]))
+        .unwrap();
     let l = ns_listener(&engine, &["a"]);
     let at = l.local_addr();
     assert!(addrs(&ask_udp(at, "y.", RecordType::A).await).is_empty());
     // The container joins network b: same sockets, next query sees it.
     l.set_scopes(conductor_dns::ClientScopes::new([scope("a"), scope("b")]));
-    assert_eq!(addrs(&ask_udp(at, "y.", RecordType::A).await), [ip("10.2.0.2")]);
-    assert_eq!(addrs(&ask_udp(at, "x.", RecordType::A).await), [ip("10.1.0.2")]);
+    assert_eq!(
+        addrs(&ask_udp(at, "y.", RecordType::A).await),
+        [ip("10.2.0.2")]
+    );
+    assert_eq!(
+        addrs(&ask_udp(at, "x.", RecordType::A).await),
+        [ip("10.1.0.2")]
+    );
     tokio::time::sleep(Duration::from_millis(1)).await;
     l.close().await;
 }

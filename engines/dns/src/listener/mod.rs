@@ -109,7 +109,12 @@ impl ListenerState {
     }
 
     /// Serves one DNS message from `src`.
-    pub(crate) fn serve(self: &Arc<Self>, raw: &[u8], src: SocketAddr, protocol: Protocol) -> Outcome {
+    pub(crate) fn serve(
+        self: &Arc<Self>,
+        raw: &[u8],
+        src: SocketAddr,
+        protocol: Protocol,
+    ) -> Outcome {
         let source = src.ip().to_canonical();
         if !self.limiter.allow(source, Instant::now()) {
             bump(&self.counters.rate_limited);
@@ -136,8 +141,18 @@ impl ListenerState {
         }
     }
 
-    fn step(&self, request: Box<Request>, client: &ClientScopes, source: IpAddr, protocol: Protocol) -> Outcome {
-        match self.engine.responder().answer(request, client, source, protocol) {
+    fn step(
+        &self,
+        request: Box<Request>,
+        client: &ClientScopes,
+        source: IpAddr,
+        protocol: Protocol,
+    ) -> Outcome {
+        match self
+            .engine
+            .responder()
+            .answer(request, client, source, protocol)
+        {
             Step::Local(bytes) => {
                 bump(&self.counters.local);
                 Outcome::Now(Some(bytes))
@@ -154,7 +169,12 @@ impl ListenerState {
     }
 
     /// Waits (bounded) until the client's scopes are known, then answers.
-    async fn hold(self: Arc<Self>, request: Box<Request>, source: IpAddr, protocol: Protocol) -> Option<Vec<u8>> {
+    async fn hold(
+        self: Arc<Self>,
+        request: Box<Request>,
+        source: IpAddr,
+        protocol: Protocol,
+    ) -> Option<Vec<u8>> {
         // Subscribe before looking, so a change in between is not missed.
         let mut changes = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + self.engine.config.hold_timeout;
@@ -172,7 +192,13 @@ impl ListenerState {
         }
         bump(&self.counters.hold_expired);
         debug!(%source, "scopes unknown after the hold timeout: SERVFAIL");
-        Some(respond::encode(&request, protocol, ResponseCode::ServFail, &[], &[]))
+        Some(respond::encode(
+            &request,
+            protocol,
+            ResponseCode::ServFail,
+            &[],
+            &[],
+        ))
     }
 }
 
@@ -209,6 +235,15 @@ fn socket_error(kind: &'static str, addr: Option<SocketAddr>, source: std::io::E
     }
 }
 
+/// Best effort: a smaller buffer only means drops sooner under a flood.
+fn set_recv_buffer(socket: &tokio::net::UdpSocket, size: usize) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &size).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &size);
+    }
+    debug!(asked = size, got = ?getsockopt(socket, sockopt::RcvBuf), "UDP receive buffer");
+}
+
 pub(crate) fn start(
     engine: Arc<EngineInner>,
     sockets: ListenerSockets,
@@ -226,7 +261,12 @@ pub(crate) fn start(
         .set_nonblocking(true)
         .and_then(|()| tokio::net::UdpSocket::from_std(sockets.udp))
         .map_err(|e| socket_error("UDP", udp_addr, e))?;
-    let udp_addr = udp.local_addr().map_err(|e| socket_error("UDP", udp_addr, e))?;
+    let udp_addr = udp
+        .local_addr()
+        .map_err(|e| socket_error("UDP", udp_addr, e))?;
+    if let Some(size) = limits.udp_recv_buffer {
+        set_recv_buffer(&udp, size);
+    }
     let tcp = match sockets.tcp {
         None => None,
         Some(listener) => {

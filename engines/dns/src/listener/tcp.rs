@@ -48,7 +48,12 @@ pub(super) async fn run(state: Arc<ListenerState>, listener: TcpListener) {
     debug!("TCP listener stopped");
 }
 
-async fn serve(state: Arc<ListenerState>, mut stream: TcpStream, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
+async fn serve(
+    state: Arc<ListenerState>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    _slot: OwnedSemaphorePermit,
+) {
     let idle = state.limits.tcp_idle_timeout;
     let mut buf = Vec::new();
     loop {
@@ -66,7 +71,9 @@ async fn serve(state: Arc<ListenerState>, mut stream: TcpStream, peer: SocketAdd
         // Nothing to answer (rate limited, or not a query): close, the
         // client will not get an answer on this connection anyway.
         let Some(reply) = reply else { return };
-        let Ok(len) = u16::try_from(reply.len()) else { return };
+        let Ok(len) = u16::try_from(reply.len()) else {
+            return;
+        };
         let mut framed = Vec::with_capacity(reply.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&reply);

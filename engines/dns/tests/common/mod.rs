@@ -40,7 +40,10 @@ pub fn sockets_on(ip: IpAddr) -> ListenerSockets {
         let udp = std::net::UdpSocket::bind((ip, 0)).unwrap();
         let port = udp.local_addr().unwrap().port();
         if let Ok(tcp) = std::net::TcpListener::bind((ip, port)) {
-            return ListenerSockets { udp, tcp: Some(tcp) };
+            return ListenerSockets {
+                udp,
+                tcp: Some(tcp),
+            };
         }
     }
     panic!("no free port pair on {ip}");
@@ -52,7 +55,9 @@ pub fn sockets() -> ListenerSockets {
 
 pub fn ns_listener(engine: &Engine, scopes: &[&str]) -> NamespaceListener {
     let scopes = ClientScopes::new(scopes.iter().map(|s| scope(s)));
-    engine.add_namespace_listener(sockets(), Some(scopes), None).unwrap()
+    engine
+        .add_namespace_listener(sockets(), Some(scopes), None)
+        .unwrap()
 }
 
 pub fn query_message(id: u16, name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
@@ -68,14 +73,26 @@ pub fn query_message(id: u16, name: &str, qtype: RecordType, edns: bool) -> Vec<
 }
 
 /// One UDP question from a fresh socket on `from`; `None` on timeout.
-pub async fn ask_udp_from(from: IpAddr, server: SocketAddr, name: &str, qtype: RecordType, wait: Duration) -> Option<Message> {
+pub async fn ask_udp_from(
+    from: IpAddr,
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    wait: Duration,
+) -> Option<Message> {
     let socket = UdpSocket::bind((from, 0)).await.unwrap();
     let id = rand_id();
-    socket.send_to(&query_message(id, name, qtype, true), server).await.unwrap();
+    socket
+        .send_to(&query_message(id, name, qtype, true), server)
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 65535];
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let (len, _) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await.ok()?.ok()?;
+        let (len, _) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         let message = Message::from_vec(&buf[..len]).unwrap();
         if message.metadata.id == id {
             return Some(message);
@@ -84,15 +101,24 @@ pub async fn ask_udp_from(from: IpAddr, server: SocketAddr, name: &str, qtype: R
 }
 
 pub async fn ask_udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
-    ask_udp_from(IpAddr::V4(Ipv4Addr::LOCALHOST), server, name, qtype, Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|| panic!("no answer for {name} {qtype} from {server}"))
+    ask_udp_from(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        server,
+        name,
+        qtype,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_or_else(|| panic!("no answer for {name} {qtype} from {server}"))
 }
 
 pub async fn ask_tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let mut stream = TcpStream::connect(server).await.unwrap();
     let query = query_message(rand_id(), name, qtype, false);
-    stream.write_all(&(query.len() as u16).to_be_bytes()).await.unwrap();
+    stream
+        .write_all(&(query.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
     stream.write_all(&query).await.unwrap();
     let len = stream.read_u16().await.unwrap();
     let mut buf = vec![0u8; usize::from(len)];
