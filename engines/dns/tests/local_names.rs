@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use conductor_dns::proto::op::ResponseCode;
 use conductor_dns::proto::rr::{RData, RecordType};
-use conductor_dns::DOCKER_TTL;
+use conductor_dns::{ClientScopes, Limits, DOCKER_TTL};
 
 #[tokio::test]
 async fn answers_are_scoped_by_the_listeners_networks() {
@@ -221,7 +221,11 @@ async fn updates_are_visible_to_the_next_query_without_a_gap() {
         .records()
         .upsert_endpoint(&net, "stable", &endpoint("stable", &[], &["10.0.0.2"], &[]))
         .unwrap();
-    let l = ns_listener(&engine, &["n"]);
+    // Thousands of queries a second: no rate limit in this test.
+    let scopes = ClientScopes::new([net.clone()]);
+    let l = engine
+        .add_namespace_listener(sockets(), Some(scopes), Some(Limits::unlimited_rate()))
+        .unwrap();
     let at = l.local_addr();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -287,7 +291,7 @@ async fn a_listeners_scopes_change_in_place() {
     let at = l.local_addr();
     assert!(addrs(&ask_udp(at, "y.", RecordType::A).await).is_empty());
     // The container joins network b: same sockets, next query sees it.
-    l.set_scopes(conductor_dns::ClientScopes::new([scope("a"), scope("b")]));
+    l.set_scopes(ClientScopes::new([scope("a"), scope("b")]));
     assert_eq!(
         addrs(&ask_udp(at, "y.", RecordType::A).await),
         [ip("10.2.0.2")]
