@@ -28,6 +28,10 @@ pub struct EngineConfig {
     /// Queries waiting (held or forwarded) across all listeners; beyond it
     /// new slow queries are dropped (clients retry).
     pub max_pending: usize,
+    /// Threads serving listeners (each a current-thread runtime; listeners
+    /// are spread over them). One thread answers tens of thousands of
+    /// queries per second.
+    pub threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +44,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             shared_limits: Limits::shared(),
             max_pending: 4096,
+            threads: 1,
         }
     }
 }

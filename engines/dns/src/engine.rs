@@ -13,6 +13,7 @@ use crate::listener::{self, ListenerKind, ListenerSockets, NamespaceListener, Sh
 use crate::records::RecordTable;
 use crate::respond::Responder;
 use crate::scopes::ClientScopes;
+use crate::threads::EngineThreads;
 
 pub(crate) struct EngineInner {
     pub(crate) records: RecordTable,
@@ -35,10 +36,12 @@ impl EngineInner {
 }
 
 /// conductor-net's DNS engine. Cheap to clone (all clones are the same
-/// engine). Listeners must be added from inside a tokio runtime.
+/// engine). It serves its listeners on threads of its own; dropping the
+/// last clone stops them and closes every listener's sockets.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<EngineInner>,
+    threads: Arc<EngineThreads>,
 }
 
 impl Engine {
@@ -46,7 +49,9 @@ impl Engine {
     /// listeners.
     pub fn new(config: EngineConfig) -> Result<Self> {
         let forwarder = Forwarder::new(&config.upstreams, &config.forward)?;
+        let threads = Arc::new(EngineThreads::start(config.threads)?);
         Ok(Self {
+            threads,
             inner: Arc::new(EngineInner {
                 records: RecordTable::default(),
                 forwarder,
@@ -86,6 +91,7 @@ impl Engine {
         let limits = limits.unwrap_or_else(|| self.inner.config.limits.clone());
         let core = listener::start(
             self.inner.clone(),
+            self.threads.pick(),
             sockets,
             ListenerKind::Namespace(scopes),
             limits,
@@ -103,7 +109,14 @@ impl Engine {
         limits: Option<Limits>,
     ) -> Result<SharedListener> {
         let limits = limits.unwrap_or_else(|| self.inner.config.shared_limits.clone());
-        let core = listener::start(self.inner.clone(), sockets, ListenerKind::Shared, limits)?;
+        let runtime = self.threads.pick();
+        let core = listener::start(
+            self.inner.clone(),
+            runtime,
+            sockets,
+            ListenerKind::Shared,
+            limits,
+        )?;
         Ok(SharedListener { core })
     }
 }

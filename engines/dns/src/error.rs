@@ -23,9 +23,12 @@ pub enum Error {
     #[error("endpoint {endpoint:?} in scope {scope:?} has no address")]
     NoAddress { scope: String, endpoint: String },
 
-    /// A listener was added outside a tokio runtime.
-    #[error("{operation} must be called inside a tokio runtime")]
-    NoRuntime { operation: &'static str },
+    /// The engine's serving thread could not be started.
+    #[error("cannot start the DNS engine's thread: {source}")]
+    Thread {
+        #[source]
+        source: io::Error,
+    },
 
     /// A socket handed to the engine could not be registered with tokio.
     #[error("cannot use {kind} socket {addr}: {source}")]

@@ -26,6 +26,7 @@ mod respond;
 mod scopes;
 mod stats;
 pub mod stub;
+mod threads;
 
 pub use config::{EngineConfig, ForwardConfig, Limits, DOCKER_TTL};
 pub use engine::Engine;

@@ -48,7 +48,12 @@ pub(crate) enum NameLookup {
     NotLocal,
 }
 
+/// Seeded per process; keys are inserted by the daemon only, so the cheap
+/// hash cannot be steered into long chains by clients.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 struct StoredEndpoint {
+    id: Box<str>,
     name: Box<str>,
     keys: Vec<Box<str>>,
     ipv4: Vec<Ipv4Addr>,
@@ -60,11 +65,11 @@ struct Scope {
     /// The network's name, for `name.<network>` lookups.
     domain: Option<Box<str>>,
     policy: Option<Arc<dyn QueryPolicy>>,
-    endpoints: HashMap<Box<str>, StoredEndpoint>,
+    endpoints: Map<Box<str>, Arc<StoredEndpoint>>,
     /// Name or alias -> endpoints carrying it.
-    names: HashMap<Box<str>, Vec<Box<str>>>,
+    names: Map<Box<str>, Vec<Arc<StoredEndpoint>>>,
     /// Address -> endpoint, for PTR.
-    addrs: HashMap<IpAddr, Box<str>>,
+    addrs: Map<IpAddr, Arc<StoredEndpoint>>,
 }
 
 impl Scope {
@@ -72,40 +77,43 @@ impl Scope {
         self.endpoints.is_empty() && self.domain.is_none() && self.policy.is_none()
     }
 
-    fn unlink(&mut self, id: &str, endpoint: &StoredEndpoint) {
+    fn unlink(&mut self, endpoint: &Arc<StoredEndpoint>) {
         for key in &endpoint.keys {
-            if let Some(ids) = self.names.get_mut(key) {
-                ids.retain(|e| &**e != id);
-                if ids.is_empty() {
+            if let Some(carriers) = self.names.get_mut(key) {
+                carriers.retain(|e| !Arc::ptr_eq(e, endpoint));
+                if carriers.is_empty() {
                     self.names.remove(key);
                 }
             }
         }
         let addrs = endpoint.ipv4.iter().map(|a| IpAddr::V4(*a));
         for addr in addrs.chain(endpoint.ipv6.iter().map(|a| IpAddr::V6(*a))) {
-            if self.addrs.get(&addr).is_some_and(|e| &**e == id) {
+            if self
+                .addrs
+                .get(&addr)
+                .is_some_and(|e| Arc::ptr_eq(e, endpoint))
+            {
                 self.addrs.remove(&addr);
             }
         }
     }
 
-    fn link(&mut self, id: &str, endpoint: &StoredEndpoint) {
+    fn link(&mut self, endpoint: &Arc<StoredEndpoint>) {
         for key in &endpoint.keys {
-            self.names.entry(key.clone()).or_default().push(id.into());
+            self.names
+                .entry(key.clone())
+                .or_default()
+                .push(endpoint.clone());
         }
         let addrs = endpoint.ipv4.iter().map(|a| IpAddr::V4(*a));
         for addr in addrs.chain(endpoint.ipv6.iter().map(|a| IpAddr::V6(*a))) {
-            self.addrs.insert(addr, id.into());
+            self.addrs.insert(addr, endpoint.clone());
         }
     }
 
     /// Addresses of `key` in this scope: `None` if the name is not here.
     fn addresses(&self, key: &str, family: Family, out: &mut Vec<IpAddr>) -> Option<()> {
-        let ids = self.names.get(key)?;
-        for id in ids {
-            let Some(endpoint) = self.endpoints.get(id) else {
-                continue;
-            };
+        for endpoint in self.names.get(key)? {
             if family != Family::V6 {
                 out.extend(endpoint.ipv4.iter().map(|a| IpAddr::V4(*a)));
             }
@@ -120,17 +128,17 @@ impl Scope {
 /// All scopes' records. Shared by every listener of an engine.
 #[derive(Default)]
 pub struct RecordTable {
-    scopes: RwLock<HashMap<ScopeId, Scope>>,
+    scopes: RwLock<Map<ScopeId, Scope>>,
 }
 
 impl RecordTable {
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<ScopeId, Scope>> {
+    fn read(&self) -> RwLockReadGuard<'_, Map<ScopeId, Scope>> {
         // No code path panics while holding the lock; recover rather than
         // propagate a poison that cannot mean torn data.
         self.scopes.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<ScopeId, Scope>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Map<ScopeId, Scope>> {
         self.scopes.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -161,20 +169,21 @@ impl RecordTable {
         ipv4.dedup();
         let mut ipv6 = record.ipv6.clone();
         ipv6.dedup();
-        let stored = StoredEndpoint {
+        let stored = Arc::new(StoredEndpoint {
+            id: endpoint.into(),
             name,
             keys,
             ipv4,
             ipv6,
-        };
+        });
 
         let mut scopes = self.write();
         let scope = scopes.entry(scope.clone()).or_default();
         if let Some(old) = scope.endpoints.remove(endpoint) {
-            scope.unlink(endpoint, &old);
+            scope.unlink(&old);
         }
-        scope.link(endpoint, &stored);
-        scope.endpoints.insert(endpoint.into(), stored);
+        scope.link(&stored);
+        scope.endpoints.insert(stored.id.clone(), stored);
         Ok(())
     }
 
@@ -187,7 +196,7 @@ impl RecordTable {
         let Some(old) = s.endpoints.remove(endpoint) else {
             return false;
         };
-        s.unlink(endpoint, &old);
+        s.unlink(&old);
         if s.is_empty() {
             scopes.remove(scope);
         }
@@ -255,8 +264,10 @@ impl RecordTable {
                 if scope.addresses(name, family, &mut out).is_some() {
                     if !out.is_empty() {
                         // Sorted: a stable order the responder rotates.
-                        out.sort_unstable();
-                        out.dedup();
+                        if out.len() > 1 {
+                            out.sort_unstable();
+                            out.dedup();
+                        }
                         return NameLookup::Found(out);
                     }
                     exists = true;
@@ -281,7 +292,7 @@ impl RecordTable {
             let Some(scope) = table.get(id) else {
                 continue;
             };
-            let Some(endpoint) = scope.addrs.get(&addr).and_then(|e| scope.endpoints.get(e)) else {
+            let Some(endpoint) = scope.addrs.get(&addr) else {
                 continue;
             };
             return match &scope.domain {

@@ -8,7 +8,7 @@ use std::iter;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hickory_proto::op::{Edns, Header, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
@@ -48,15 +48,19 @@ pub(crate) enum Step<F> {
 }
 
 pub(crate) fn parse(raw: &[u8], src: SocketAddr, protocol: Protocol) -> Parsed {
-    let Ok(header) = Header::read(&mut BinDecoder::new(raw)) else {
-        return Parsed::Ignore;
-    };
-    if header.metadata.message_type != hickory_proto::op::MessageType::Query {
-        return Parsed::Ignore;
+    if let Ok(request) = Request::from_bytes(raw.to_vec(), src, protocol) {
+        return match request.metadata.message_type {
+            MessageType::Query => Parsed::Query(Box::new(request)),
+            // Never answer a response: no reflection.
+            MessageType::Response => Parsed::Ignore,
+        };
     }
-    match Request::from_bytes(raw.to_vec(), src, protocol) {
-        Ok(request) => Parsed::Query(Box::new(request)),
-        Err(_) => Parsed::FormErr(encode_error(&header.metadata, ResponseCode::FormErr)),
+    // Unparseable: FORMERR if there is a query header to answer.
+    match Header::read(&mut BinDecoder::new(raw)) {
+        Ok(header) if header.metadata.message_type == MessageType::Query => {
+            Parsed::FormErr(encode_error(&header.metadata, ResponseCode::FormErr))
+        }
+        _ => Parsed::Ignore,
     }
 }
 

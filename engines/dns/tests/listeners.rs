@@ -237,22 +237,41 @@ async fn tcp_connections_are_capped_and_idle_ones_closed() {
     l.close().await;
 }
 
-#[tokio::test]
-async fn listeners_need_a_runtime_and_report_socket_errors() {
+/// The engine serves on threads of its own: the daemon may add listeners
+/// from any thread, inside a runtime or not; dropping the engine closes
+/// every listener's sockets.
+#[test]
+fn listeners_work_without_the_callers_runtime_and_die_with_the_engine() {
     let engine = engine(vec![]);
-    let sockets = sockets();
-    let addr = sockets.udp.local_addr().unwrap();
-    let result = std::thread::spawn(move || {
-        engine
-            .add_namespace_listener(sockets, None, None)
-            .map(|_| ())
-    })
-    .join()
-    .unwrap();
-    let err = result.unwrap_err().to_string();
-    assert!(err.contains("tokio runtime"), "{err}");
-    // The failed listener did not keep the socket.
-    assert!(rebind(addr));
+    engine
+        .records()
+        .upsert_endpoint(&scope("n"), "e1", &endpoint("web", &[], &["10.0.0.2"], &[]))
+        .unwrap();
+    let l = engine
+        .add_namespace_listener(sockets(), Some(ClientScopes::new([scope("n")])), None)
+        .unwrap();
+    let at = l.local_addr();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    client
+        .send_to(&query_message(5, "web.", RecordType::A, false), at)
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let len = client.recv(&mut buf).unwrap();
+    let answer = conductor_dns::proto::op::Message::from_vec(&buf[..len]).unwrap();
+    assert_eq!(addrs(&answer), [ip("10.0.0.2")]);
+    drop(engine);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !rebind(at) {
+        assert!(
+            Instant::now() < deadline,
+            "socket open after the engine was dropped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(l);
 }
 
 #[tokio::test]

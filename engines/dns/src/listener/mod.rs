@@ -246,15 +246,13 @@ fn set_recv_buffer(socket: &tokio::net::UdpSocket, size: usize) {
 
 pub(crate) fn start(
     engine: Arc<EngineInner>,
+    runtime: &tokio::runtime::Handle,
     sockets: ListenerSockets,
     kind: ListenerKind,
     limits: Limits,
 ) -> Result<ListenerCore> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(Error::NoRuntime {
-            operation: "adding a listener",
-        });
-    }
+    // The sockets register with the reactor of the runtime that serves them.
+    let _entered = runtime.enter();
     let udp_addr = sockets.udp.local_addr().ok();
     let udp = sockets
         .udp
@@ -294,9 +292,9 @@ pub(crate) fn start(
         counters: Counters::default(),
         cancel: CancellationToken::new(),
     });
-    let mut tasks = vec![tokio::spawn(udp::run(state.clone(), udp))];
+    let mut tasks = vec![runtime.spawn(udp::run(state.clone(), udp))];
     if let Some(listener) = tcp {
-        tasks.push(tokio::spawn(tcp::run(state.clone(), listener)));
+        tasks.push(runtime.spawn(tcp::run(state.clone(), listener)));
     }
     debug!(%udp_addr, ?tcp_addr, "listener started");
     Ok(ListenerCore {
