@@ -156,7 +156,8 @@ async fn an_upstream_that_refuses_connections_gives_servfail() {
     let started = Instant::now();
     let answer = ask_udp(l.local_addr(), "www.example.", RecordType::A).await;
     assert_eq!(rcode(&answer), ResponseCode::ServFail);
-    assert!(started.elapsed() < Duration::from_secs(4));
+    // Within the default 3 s forwarding deadline (plus scheduling slack).
+    assert!(started.elapsed() < Duration::from_secs(5));
     l.close().await;
 }
 

@@ -42,15 +42,11 @@ async fn queries_before_the_scopes_are_held_and_released() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(l.stats().held, 6);
     l.set_scopes(ClientScopes::new([scope("n")]));
-    let released = Instant::now();
     for query in early {
         assert_eq!(addrs(&query.await.unwrap()), [ip("10.0.0.2")]);
     }
     assert_eq!(addrs(&early_tcp.await.unwrap()), [ip("10.0.0.2")]);
-    assert!(
-        released.elapsed() < Duration::from_secs(1),
-        "released at once"
-    );
+    // Answered with the address, so by the scopes, not by the hold timeout.
     assert_eq!(l.stats().hold_expired, 0);
     l.close().await;
 }
@@ -156,7 +152,8 @@ async fn closing_a_listener_closes_its_sockets_at_once() {
     let started = Instant::now();
     held.close().await;
     forwarding.close().await;
-    assert!(started.elapsed() < Duration::from_millis(500));
+    // Not held until the 30 s hold or the 3 s forwarding deadline ends.
+    assert!(started.elapsed() < Duration::from_secs(2));
     assert!(rebind(held_at), "UDP socket still open after close");
     assert!(rebind(fwd_at), "UDP socket still open after close");
     assert!(
