@@ -39,6 +39,16 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Opening a listener's socket failed.
+    #[error("cannot open {proto} socket on {addr} ({step}): {source}")]
+    Bind {
+        proto: &'static str,
+        addr: SocketAddr,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
     /// The forwarder could not be built for these upstreams.
     #[error("cannot forward to {upstreams:?}: {reason}")]
     Upstreams {

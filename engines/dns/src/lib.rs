@@ -31,7 +31,7 @@ mod threads;
 pub use config::{EngineConfig, ForwardConfig, Limits, DOCKER_TTL};
 pub use engine::Engine;
 pub use error::{Error, Result};
-pub use listener::{ListenerSockets, NamespaceListener, SharedListener};
+pub use listener::{BindOptions, ListenerSockets, NamespaceListener, SharedListener};
 pub use policy::{PolicyQuery, QueryPolicy, Verdict};
 pub use records::{EndpointRecord, RecordTable};
 pub use resolv_conf::{Nameserver, ResolvConf};

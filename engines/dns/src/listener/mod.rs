@@ -3,8 +3,11 @@
 //! namespace (sockets opened inside it), or many clients on a shared
 //! address told apart by source address.
 
+mod sockets;
 mod tcp;
 mod udp;
+
+pub use sockets::BindOptions;
 
 use std::collections::HashMap;
 use std::future::Future;
