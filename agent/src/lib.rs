@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod doctor;
+pub mod egress;
 pub mod error;
 pub mod fake;
 pub mod ipam;
