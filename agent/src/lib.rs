@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod doctor;
+pub mod egress;
 pub mod error;
 pub mod ipam;
 pub mod kernel;
