@@ -53,6 +53,14 @@ pub struct Config {
     /// Host-side netlink connections used in parallel (veth deletion waits
     /// for an RCU grace period; parallel connections overlap those waits).
     pub netlink_connections: usize,
+    /// How traffic leaves the sandbox: "auto" (chosen from what works
+    /// here), "nat", "proxy" or "none".
+    pub egress: String,
+    /// The transparent proxy's ports (`proxy` egress redirects TCP there).
+    pub egress_proxy_port: u16,
+    pub egress_proxy_port6: u16,
+    /// Resolvers names are forwarded to (default: /etc/resolv.conf's).
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -69,6 +77,10 @@ impl Default for Config {
             fsync_endpoints: false,
             startup_probe: true,
             netlink_connections: 16,
+            egress: "auto".to_string(),
+            egress_proxy_port: 15001,
+            egress_proxy_port6: 15002,
+            dns_upstreams: Vec::new(),
         }
     }
 }
@@ -126,6 +138,17 @@ impl Config {
         }
         self.socket_mode_bits()
             .map_err(|_| bad(format!("socket_mode {:?} is not octal", self.socket_mode)))?;
+        self.egress_backend().map_err(|_| {
+            bad(format!(
+                "egress {:?} must be auto, nat, proxy or none",
+                self.egress
+            ))
+        })?;
+        if self.egress_proxy_port == 0 || self.egress_proxy_port6 == 0 {
+            return Err(bad(
+                "egress_proxy_port and egress_proxy_port6 must be 1..=65535".into(),
+            ));
+        }
         if self.netlink_connections == 0 || self.netlink_connections > 256 {
             return Err(bad(format!(
                 "netlink_connections {} must be 1..=256",
@@ -144,6 +167,19 @@ impl Config {
                 &self.socket_mode,
                 "not an octal mode",
             )),
+        }
+    }
+
+    /// The egress backend asked for; None = chosen from what works.
+    pub fn egress_backend(&self) -> Result<Option<crate::egress::BackendKind>> {
+        match self.egress.as_str() {
+            "auto" => Ok(None),
+            other => other
+                .parse()
+                .map(Some)
+                .map_err(|e: crate::egress::EgressError| {
+                    Error::invalid("egress", other, e.to_string())
+                }),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod docker;
 pub mod doctor;
 pub mod egress;
 pub mod error;

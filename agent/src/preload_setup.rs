@@ -118,7 +118,7 @@ pub fn find_dockerd() -> PathBuf {
 }
 
 /// Quote for a POSIX shell only when needed.
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c));

@@ -8,11 +8,15 @@ use crate::error::{Error, Result};
 /// What `serve` must hold to start.
 pub const REQUIRED: &[Capability] = &[Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN];
 
-/// What it keeps after start-up: netlink changes (NET_ADMIN), entering
+/// What it keeps after start-up: netlink changes and iptables (NET_ADMIN),
+/// the raw socket iptables-legacy talks to the kernel through (NET_RAW),
+/// DNS on port 53 inside containers (NET_BIND_SERVICE), entering
 /// namespaces and private /proc mounts for sysctls (SYS_ADMIN), and opening
 /// /proc/PID/ns/net of other users' processes (SYS_PTRACE).
 pub const KEPT: &[Capability] = &[
     Capability::CAP_NET_ADMIN,
+    Capability::CAP_NET_RAW,
+    Capability::CAP_NET_BIND_SERVICE,
     Capability::CAP_SYS_ADMIN,
     Capability::CAP_SYS_PTRACE,
 ];
@@ -45,11 +49,17 @@ pub fn require() -> Result<()> {
     )))
 }
 
-/// Drop every capability but `KEPT` from the calling thread (and so from
-/// every thread it starts later): bounding, inheritable, ambient, permitted
-/// and effective sets. Returns what was dropped from the permitted set.
-pub fn drop_unneeded() -> Result<Vec<String>> {
-    let keep: CapsHashSet = KEPT.iter().copied().collect();
+/// Also kept inside gVisor, whose procfs checks file permissions on sysctl
+/// writes even for root with CAP_NET_ADMIN (Linux does not): egress turns
+/// on forwarding.
+pub const KEPT_IN_GVISOR: &[Capability] = &[Capability::CAP_DAC_OVERRIDE];
+
+/// Drop every capability but `KEPT` (and `extra`) from the calling thread
+/// (and so from every thread it starts later): bounding, inheritable,
+/// ambient, permitted and effective sets. Returns what was dropped from the
+/// permitted set.
+pub fn drop_unneeded(extra: &[Capability]) -> Result<Vec<String>> {
+    let keep: CapsHashSet = KEPT.iter().chain(extra).copied().collect();
     let permitted = caps::read(None, CapSet::Permitted)
         .map_err(|e| Error::Internal(format!("read capabilities: {e}")))?;
     // The bounding set first: dropping from it needs CAP_SETPCAP, which goes

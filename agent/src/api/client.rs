@@ -14,8 +14,8 @@ use tokio::net::UnixStream;
 use super::error::{ClientError, ErrorBody};
 use super::routes::{self, Route};
 use super::types::{
-    AttachRequest, AttachResponse, CreateNetwork, DetachRequest, DetachResponse, EndpointView,
-    NetworkView, RemoveResponse, Status,
+    AttachRequest, AttachResponse, CreateNetwork, DetachRequest, DetachResponse,
+    DockerEngineRequest, DockerEngineView, EndpointView, NetworkView, RemoveResponse, Status,
 };
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -96,6 +96,23 @@ impl Client {
         let query: &[(&str, &str)] = if wait { &[] } else { &[("nowait", "true")] };
         let url = routes::DETACH_ENDPOINT.url_with_query(&[id], query);
         self.send(routes::DETACH_ENDPOINT.method, &url, None::<&()>)
+            .await
+    }
+
+    pub async fn docker_engines(&self) -> Result<Vec<DockerEngineView>> {
+        self.call(&routes::LIST_DOCKER, &[], None::<&()>).await
+    }
+
+    pub async fn register_docker(&self, req: &DockerEngineRequest) -> Result<DockerEngineView> {
+        self.call(&routes::REGISTER_DOCKER, &[], Some(req)).await
+    }
+
+    pub async fn docker_engine(&self, name: &str) -> Result<DockerEngineView> {
+        self.call(&routes::GET_DOCKER, &[name], None::<&()>).await
+    }
+
+    pub async fn unregister_docker(&self, name: &str) -> Result<DockerEngineView> {
+        self.call(&routes::UNREGISTER_DOCKER, &[name], None::<&()>)
             .await
     }
 

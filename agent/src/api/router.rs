@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRef, FromRequest, Path, Query, Request, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
@@ -15,21 +15,53 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::routes::{self, Route};
-use super::types::{AttachRequest, CreateNetwork, DetachRequest};
+use super::types::{AttachRequest, CreateNetwork, DetachRequest, DockerEngineRequest};
 use super::{BODY_LIMIT, BODY_TIMEOUT};
+use crate::docker::DockerIntegration;
+use crate::error::Error;
 use crate::kernel::Kernel;
 use crate::service::Service;
+
+/// What the handlers reach: the service, and the Docker integration when
+/// the daemon runs one.
+pub struct AppState<K: Kernel> {
+    pub svc: Arc<Service<K>>,
+    pub docker: Option<Arc<DockerIntegration>>,
+}
+
+impl<K: Kernel> Clone for AppState<K> {
+    fn clone(&self) -> Self {
+        AppState {
+            svc: self.svc.clone(),
+            docker: self.docker.clone(),
+        }
+    }
+}
+
+impl<K: Kernel> FromRef<AppState<K>> for Arc<Service<K>> {
+    fn from_ref(state: &AppState<K>) -> Self {
+        state.svc.clone()
+    }
+}
 
 type Svc<K> = State<Arc<Service<K>>>;
 type Answer = Result<Response, ApiError>;
 
-/// The whole API as a router over one service.
+/// The whole API as a router over one service (no Docker integration).
 pub fn router<K: Kernel>(svc: Arc<Service<K>>) -> Router {
+    with_docker(svc, None)
+}
+
+/// The whole API, with the Docker integration's routes served.
+pub fn with_docker<K: Kernel>(
+    svc: Arc<Service<K>>,
+    docker: Option<Arc<DockerIntegration>>,
+) -> Router {
     fn on<K: Kernel>(
-        r: Router<Arc<Service<K>>>,
+        r: Router<AppState<K>>,
         route: Route,
-        m: MethodRouter<Arc<Service<K>>>,
-    ) -> Router<Arc<Service<K>>> {
+        m: MethodRouter<AppState<K>>,
+    ) -> Router<AppState<K>> {
         r.route(route.path, m)
     }
     let r = Router::new();
@@ -57,9 +89,61 @@ pub fn router<K: Kernel>(svc: Arc<Service<K>>) -> Router {
         routes::GET_ENDPOINT,
         get(get_endpoint::<K>).delete(detach_endpoint::<K>),
     );
+    let r = on(
+        r,
+        routes::LIST_DOCKER,
+        get(list_docker::<K>).post(register_docker::<K>),
+    );
+    let r = on(
+        r,
+        routes::GET_DOCKER,
+        get(get_docker::<K>).delete(unregister_docker::<K>),
+    );
     r.fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(svc)
+        .with_state(AppState { svc, docker })
+}
+
+fn docker_of<K: Kernel>(state: &AppState<K>) -> Result<Arc<DockerIntegration>, ApiError> {
+    state.docker.clone().ok_or_else(|| {
+        ApiError::Service(Error::Internal(
+            "this conductor-netd runs without its Docker integration".into(),
+        ))
+    })
+}
+
+async fn list_docker<K: Kernel>(State(state): State<AppState<K>>) -> Answer {
+    json(StatusCode::OK, &docker_of(&state)?.list())
+}
+
+async fn register_docker<K: Kernel>(
+    State(state): State<AppState<K>>,
+    ApiJson(req): ApiJson<DockerEngineRequest>,
+) -> Answer {
+    let docker = docker_of(&state)?;
+    let (created, view) = detached(async move { docker.register(req).await }).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json(status, &view)
+}
+
+async fn get_docker<K: Kernel>(
+    State(state): State<AppState<K>>,
+    Path(name): Path<String>,
+) -> Answer {
+    json(StatusCode::OK, &docker_of(&state)?.get(&name)?)
+}
+
+async fn unregister_docker<K: Kernel>(
+    State(state): State<AppState<K>>,
+    Path(name): Path<String>,
+) -> Answer {
+    let docker = docker_of(&state)?;
+    let view = detached(async move { docker.unregister(&name).await }).await?;
+    json(StatusCode::OK, &view)
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Answer {

@@ -112,6 +112,27 @@ pub const DETACH_ENDPOINT: Route = Route {
     statuses: &[200, 400, 403, 404, 500],
 };
 
+pub const LIST_DOCKER: Route = Route {
+    method: "GET",
+    path: "/v1/docker",
+    statuses: &[200, 403],
+};
+pub const REGISTER_DOCKER: Route = Route {
+    method: "POST",
+    path: "/v1/docker",
+    statuses: &[200, 201, 400, 403, 409, 413, 500],
+};
+pub const GET_DOCKER: Route = Route {
+    method: "GET",
+    path: "/v1/docker/{name}",
+    statuses: &[200, 403, 404],
+};
+pub const UNREGISTER_DOCKER: Route = Route {
+    method: "DELETE",
+    path: "/v1/docker/{name}",
+    statuses: &[200, 403, 404, 500],
+};
+
 /// The whole table, in the order the document lists it.
 pub const ALL: &[Route] = &[
     STATUS,
@@ -126,6 +147,10 @@ pub const ALL: &[Route] = &[
     LIST_ENDPOINTS,
     GET_ENDPOINT,
     DETACH_ENDPOINT,
+    LIST_DOCKER,
+    REGISTER_DOCKER,
+    GET_DOCKER,
+    UNREGISTER_DOCKER,
 ];
 
 /// Statuses that any route may answer with besides its own (routing,

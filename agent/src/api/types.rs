@@ -152,6 +152,60 @@ pub struct StatusEndpoint {
     pub state: EndpointState,
 }
 
+/// `POST /v1/docker`: serve names and egress for a Docker daemon's
+/// networks (what `docker up` asks for inside a sandbox).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerEngineRequest {
+    /// The engine's name (`docker up` derives it from the socket path).
+    pub name: String,
+    /// Docker's API socket.
+    pub socket: PathBuf,
+    /// dockerd's exec root: its network namespaces are under `netns/`
+    /// there, watched so a container's DNS is up before its first query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_root: Option<PathBuf>,
+    /// Serve names on 127.0.0.11:53 inside each container.
+    #[serde(default)]
+    pub dns: bool,
+    /// Give Docker's bridge networks egress.
+    #[serde(default)]
+    pub egress: bool,
+}
+
+/// A tracked Docker daemon and what netd does for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerEngineView {
+    #[serde(flatten)]
+    pub request: DockerEngineRequest,
+    /// Connected to Docker's event stream right now.
+    pub connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_version: Option<String>,
+    /// The last error talking to Docker, if the connection is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub networks: Vec<DockerNetworkView>,
+    /// Containers with a DNS listener in their namespace.
+    pub dns_listeners: usize,
+}
+
+/// One of Docker's networks, as netd serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerNetworkView {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// How its traffic leaves (`nat`, `proxy`, `none`), or why it does not.
+    pub egress: String,
+    /// Container names on it.
+    pub containers: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 
 mod api;
 mod demo;
+mod docker;
 mod doctor;
 mod endpoints;
 mod network;
@@ -55,6 +56,9 @@ pub enum Command {
     Doctor,
     /// Run a self-contained demonstration in throwaway namespaces.
     Demo(demo::DemoArgs),
+    /// Docker that works here: `docker up` / `docker down` / `docker ls`.
+    #[command(subcommand)]
+    Docker(docker::DockerCmd),
     /// Print the installed preload library and the exact line to start
     /// dockerd with it (and the systemd drop-in).
     Preload(preload::PreloadArgs),
@@ -132,6 +136,7 @@ pub fn run(cli: Cli) -> Result<()> {
             block_on(endpoints::list(&client(), network.as_deref(), json))
         }
         Command::Status => block_on(status::run(&client(), json)),
+        Command::Docker(cmd) => block_on(docker::run(&client(), cmd, json)),
         Command::Api(args) => block_on(api::run(&client(), args)),
     }
 }

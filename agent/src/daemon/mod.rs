@@ -94,7 +94,14 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             None
         };
         if !fake_kernel {
-            let dropped = privileges::drop_unneeded()?;
+            let gvisor = probe.as_ref().is_some_and(|p| p.platform.is_gvisor())
+                || platform::detect().is_gvisor();
+            let extra = if gvisor {
+                privileges::KEPT_IN_GVISOR
+            } else {
+                &[]
+            };
+            let dropped = privileges::drop_unneeded(extra)?;
             tracing::info!(
                 kept = ?privileges::KEPT.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
                 dropped = dropped.len(),
@@ -145,6 +152,7 @@ async fn run<K: Kernel>(
 ) -> Result<()> {
     let socket = config.socket.clone();
     let svc = Arc::new(Service::new(kernel, store, config)?);
+    let probe_report = probe.clone();
     if let Some(p) = probe {
         svc.set_probe(serde_json::to_value(p).unwrap_or_default());
     }
@@ -163,7 +171,11 @@ async fn run<K: Kernel>(
     let mut components = Supervisor::new();
     let reaper = svc.clone();
     components.spawn("detach reaper", move |stop| reaper.run_reaper(stop));
-    let app = router::router(svc.clone());
+    let docker = match &probe_report {
+        Some(report) => Some(networking(&svc, report, &mut components).await),
+        None => None,
+    };
+    let app = router::with_docker(svc.clone(), docker);
     components.spawn("api", move |stop| {
         server::serve(
             app,
@@ -176,6 +188,69 @@ async fn run<K: Kernel>(
     });
     tracing::info!(socket = %socket.display(), environment = %svc.kernel().environment(), "serving");
     components.run(DRAIN).await
+}
+
+/// Names and egress (for conductor networks and Docker's): the DNS engine,
+/// the egress backend chosen from the doctor report, and the Docker
+/// integration that applies them to Docker's networks. A part that cannot
+/// start here is logged and left out; the rest still runs.
+async fn networking<K: Kernel>(
+    svc: &Arc<Service<K>>,
+    report: &doctor::Report,
+    components: &mut Supervisor,
+) -> Arc<crate::docker::DockerIntegration> {
+    let config = svc.config();
+    let dns = match dns_engine(config) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS engine: names are not served");
+            None
+        }
+    };
+    let settings = crate::egress::EgressSettings {
+        requested: config.egress_backend().ok().flatten(),
+        proxy_port: config.egress_proxy_port,
+        proxy_port6: config.egress_proxy_port6,
+    };
+    let egress = match crate::egress::Egress::start(report, settings).await {
+        Ok(e) => {
+            let e = Arc::new(e);
+            let serving = e.clone();
+            components.spawn("egress", move |stop| serving.serve(stop));
+            Some(e)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no egress backend: nothing leaves the bridges");
+            None
+        }
+    };
+    let services = Arc::new(crate::docker::DockerServices::new(dns, egress));
+    let docker = crate::docker::DockerIntegration::new(svc.store(), services);
+    let running = docker.clone();
+    components.spawn("docker", move |stop| running.run(stop));
+    docker
+}
+
+/// The DNS engine, forwarding to the configured resolvers or to those of
+/// /etc/resolv.conf (loopback ones included: netd's own sockets live in
+/// its namespace, where they answer).
+fn dns_engine(config: &Config) -> Result<conductor_dns::Engine> {
+    let upstreams = if config.dns_upstreams.is_empty() {
+        let (conf, problems) =
+            conductor_dns::ResolvConf::read(std::path::Path::new("/etc/resolv.conf"))
+                .map_err(|e| Error::Internal(format!("/etc/resolv.conf: {e}")))?;
+        for p in problems {
+            tracing::warn!("/etc/resolv.conf: {p}");
+        }
+        conf.upstreams()
+    } else {
+        config.dns_upstreams.clone()
+    };
+    conductor_dns::Engine::new(conductor_dns::EngineConfig {
+        upstreams,
+        ..conductor_dns::EngineConfig::default()
+    })
+    .map_err(|e| Error::Internal(format!("DNS engine: {e}")))
 }
 
 /// Many clients (and later many forwarded connections) need many fds: take

@@ -27,6 +27,7 @@ pub mod none;
 pub mod proxy;
 pub mod ruleset;
 pub mod runner;
+pub mod runtime;
 pub mod stack;
 
 use std::fmt;
@@ -37,6 +38,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use error::EgressError;
+pub use runtime::{Egress, EgressSettings};
 
 /// IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -3,7 +3,9 @@
 
 mod views;
 
-pub use views::{attach_line, endpoints_table, network_detail, networks_table, status_tree};
+pub use views::{
+    attach_line, docker_engines, endpoints_table, network_detail, networks_table, status_tree,
+};
 
 /// Left-aligned columns, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {

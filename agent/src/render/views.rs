@@ -1,7 +1,7 @@
 //! The API's answers for people: tables and the status tree.
 
 use super::table;
-use crate::api::types::{AttachResponse, EndpointView, NetworkView, Status};
+use crate::api::types::{AttachResponse, DockerEngineView, EndpointView, NetworkView, Status};
 
 pub fn networks_table(nets: &[NetworkView]) -> String {
     let rows: Vec<Vec<String>> = nets
@@ -119,6 +119,60 @@ pub fn status_tree(s: &Status) -> String {
                 }
             ));
         }
+    }
+    out
+}
+
+/// engine -> networks (bridge, subnet, egress, containers)
+pub fn docker_engines(engines: &[DockerEngineView]) -> String {
+    if engines.is_empty() {
+        return "conductor-netd serves no Docker daemon (see `conductor-netd docker up`)\n".into();
+    }
+    let mut out = String::new();
+    for e in engines {
+        out.push_str(&format!(
+            "docker {} at {} ({}{}; names: {}, egress: {}, {} DNS listener(s))\n",
+            e.request.name,
+            e.request.socket.display(),
+            if e.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
+            e.docker_version
+                .as_ref()
+                .map(|v| format!(", version {v}"))
+                .or_else(|| e.error.as_ref().map(|err| format!(": {err}")))
+                .unwrap_or_default(),
+            if e.request.dns { "yes" } else { "no" },
+            if e.request.egress { "yes" } else { "no" },
+            e.dns_listeners
+        ));
+        let rows: Vec<Vec<String>> = e
+            .networks
+            .iter()
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    n.driver.clone(),
+                    n.bridge.clone().unwrap_or_default(),
+                    n.subnet.clone().unwrap_or_default(),
+                    n.egress.clone(),
+                    n.containers.join(","),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "NETWORK",
+                "DRIVER",
+                "BRIDGE",
+                "SUBNET",
+                "EGRESS",
+                "CONTAINERS",
+            ],
+            &rows,
+        ));
     }
     out
 }

@@ -81,6 +81,11 @@ impl<K: Kernel> Service<K> {
         &self.config
     }
 
+    /// The state directory's store (shared with the Docker integration).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
     /// Prefix of the host-side names of this daemon's endpoints.
     pub fn link_prefix(&self) -> String {
         format!("cn{}", self.tag)

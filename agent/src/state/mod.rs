@@ -27,6 +27,7 @@
 //! STATE_DIR/endpoints.log        journal of model::Endpoint (journal.rs)
 //! ```
 
+mod docker;
 mod journal;
 mod networks;
 

@@ -1,0 +1,179 @@
+//! The daemon's egress, built once at start-up: the backend chosen from the
+//! doctor report (and the configuration), and - for `proxy` - the
+//! transparent proxy its REDIRECT rules send TCP to, served as a component
+//! of the daemon. Conductor networks and Docker's networks both go through
+//! it.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use conductor_egress::{AllowAll, Engine, EngineConfig, ProxyEnv};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::choose::{self, AnyBackend, Capabilities, Choice};
+use super::firewall::{Firewall, Tool};
+use super::proxy::ProxyPorts;
+use super::runner::ProcessRunner;
+use super::stack::NamespaceStack;
+use super::{BackendKind, Description, EgressBackend, EgressError, NetworkEgress};
+use crate::doctor::{CheckId, Report};
+
+/// What the configuration says about egress.
+#[derive(Debug, Clone, Copy)]
+pub struct EgressSettings {
+    /// A backend to use instead of the chosen one.
+    pub requested: Option<BackendKind>,
+    /// The transparent proxy's ports (REDIRECT targets), IPv4 and IPv6.
+    pub proxy_port: u16,
+    pub proxy_port6: u16,
+}
+
+/// The daemon's egress backend (and proxy engine).
+pub struct Egress {
+    backend: AnyBackend<ProcessRunner, NamespaceStack>,
+    choice: Choice,
+    engine: Option<(Engine, Vec<TcpListener>)>,
+}
+
+/// Capabilities from the doctor report, plus what only the daemon's
+/// environment tells (an upstream HTTP proxy).
+pub fn capabilities(report: &Report, upstream_proxy: bool) -> Capabilities {
+    let legacy = report.works(CheckId::IptablesSnat)
+        || report.works(CheckId::IptablesRedirect)
+        || report.works(CheckId::IptablesMasquerade);
+    let gvisor = report.platform.is_gvisor();
+    Capabilities {
+        nft: report.works(CheckId::Nftables) && !gvisor,
+        legacy,
+        ip6tables: legacy,
+        masquerade: report.works(CheckId::IptablesMasquerade),
+        snat: report.works(CheckId::IptablesSnat),
+        redirect: report.works(CheckId::IptablesRedirect),
+        // gVisor has no conntrack; a real kernel has it wherever it has
+        // MASQUERADE.
+        conntrack: report.works(CheckId::IptablesMasquerade) && !gvisor,
+        upstream_proxy,
+    }
+}
+
+impl Egress {
+    /// Choose and build the backend; for `proxy`, bind its listeners now
+    /// (they are served by `serve`). Every rule of ours left by an earlier
+    /// run is removed first, so a restart never duplicates one.
+    pub async fn start(report: &Report, settings: EgressSettings) -> Result<Egress, EgressError> {
+        let upstream = ProxyEnv::from_env().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the proxy settings in the environment");
+            ProxyEnv::default()
+        });
+        let caps = capabilities(report, upstream.is_set());
+        let choice = choose::choose(&caps, settings.requested)?;
+        let ipv6 = caps.ip6tables;
+        let firewall = Arc::new(Firewall::new(ProcessRunner::default(), choice.tool, ipv6));
+        let ports = ProxyPorts {
+            v4: settings.proxy_port,
+            v6: ipv6.then_some(settings.proxy_port6),
+        };
+        let backend = choose::build(&choice, firewall, Arc::new(NamespaceStack), ports)?;
+        backend.remove_all().await?;
+        let engine = if choice.kind == BackendKind::Proxy {
+            let mut listeners =
+                vec![bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, ports.v4))).await?];
+            if let Some(p6) = ports.v6 {
+                match bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, p6))).await {
+                    Ok(l) => listeners.push(l),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no IPv6 transparent proxy; IPv6 is dropped")
+                    }
+                }
+            }
+            let config = EngineConfig {
+                upstream,
+                ..EngineConfig::default()
+            };
+            Some((Engine::new(config, Arc::new(AllowAll)), listeners))
+        } else {
+            None
+        };
+        tracing::info!(backend = %choice.kind, tool = choice.tool.name(), reason = %choice.reason, "egress chosen");
+        Ok(Egress {
+            backend,
+            choice,
+            engine,
+        })
+    }
+
+    /// Serve the transparent proxy until `stop` (a component of the daemon;
+    /// returns at once when the backend needs none). Rules of ours are
+    /// removed when it stops, so nothing is left redirected to a closed port.
+    pub async fn serve(self: Arc<Self>, stop: CancellationToken) -> crate::error::Result<()> {
+        if let Some((engine, listeners)) = &self.engine {
+            let mut tasks = tokio::task::JoinSet::new();
+            // `Egress` keeps the listeners; the tasks serve duplicates.
+            for l in listeners {
+                let listener = clone_listener(l)?;
+                let engine = engine.clone();
+                tasks.spawn(async move { engine.serve_transparent(listener, None).await });
+            }
+            stop.cancelled().await;
+            tasks.abort_all();
+        } else {
+            stop.cancelled().await;
+        }
+        if let Err(e) = self.backend.remove_all().await {
+            tracing::warn!(error = %e, "egress: removing our rules at shutdown");
+        }
+        Ok(())
+    }
+
+    pub async fn enable(&self, network: &NetworkEgress) -> Result<(), EgressError> {
+        self.backend.enable(network).await
+    }
+
+    pub async fn disable(&self, network: &NetworkEgress) -> Result<(), EgressError> {
+        self.backend.disable(network).await
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        self.choice.kind.name()
+    }
+
+    pub fn tool(&self) -> Tool {
+        self.choice.tool
+    }
+
+    pub fn choice(&self) -> &Choice {
+        &self.choice
+    }
+
+    pub fn describe(&self) -> Description {
+        self.backend.describe()
+    }
+
+    pub fn proxy_stats(&self) -> Option<conductor_egress::Stats> {
+        self.engine.as_ref().map(|(e, _)| e.stats())
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, EgressError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| EgressError::Unsupported {
+            backend: "proxy",
+            reason: format!("listen on {addr} for the transparent proxy: {e}"),
+        })
+}
+
+/// A second handle on a bound listener (the original stays with `Egress`).
+fn clone_listener(l: &TcpListener) -> crate::error::Result<TcpListener> {
+    use std::os::fd::AsFd;
+    let fd = l
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| crate::error::Error::Internal(format!("duplicate the proxy listener: {e}")))?;
+    let std = std::net::TcpListener::from(fd);
+    std.set_nonblocking(true)
+        .map_err(|e| crate::error::Error::Internal(format!("proxy listener: {e}")))?;
+    TcpListener::from_std(std)
+        .map_err(|e| crate::error::Error::Internal(format!("proxy listener: {e}")))
+}
