@@ -12,6 +12,7 @@ mod links;
 mod model;
 mod plan;
 mod registry;
+mod rules;
 mod sandbox;
 mod services;
 mod up;

@@ -62,6 +62,9 @@ pub struct UpPlan {
     pub args: Vec<String>,
     /// cgroup v1 controllers to mount first (empty: none).
     pub mount_cgroups: Vec<String>,
+    /// Docker manages its own iptables rules (a real kernel); `docker down`
+    /// removes what it leaves.
+    pub docker_iptables: bool,
     /// conductor-netd serves names for Docker's networks.
     pub netd_dns: bool,
     /// conductor-netd provides egress for Docker's networks.
@@ -272,6 +275,7 @@ pub fn plan(opts: &UpOptions, found: &Findings) -> Result<UpPlan> {
         env,
         args,
         mount_cgroups,
+        docker_iptables: docker_nat && !explicit_iptables,
         netd_dns,
         netd_egress,
         choices,

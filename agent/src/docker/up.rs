@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::cgroups::{self, CgroupMounts};
 use super::client;
 use super::plan::{self, Findings, UpOptions, UpPlan};
+use super::rules;
 use crate::api::types::DockerEngineRequest;
 use crate::api::Client;
 use crate::doctor::{self, CheckId};
@@ -44,6 +45,9 @@ pub struct UpRecord {
     pub registered: bool,
     /// A conductor-netd `docker up` started itself (stopped by `down`).
     pub started_netd: Option<i32>,
+    /// Docker manages iptables: what to put back after its rules go.
+    #[serde(default)]
+    pub docker_rules: Option<rules::Baseline>,
 }
 
 impl UpRecord {
@@ -320,6 +324,7 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
         netd_socket: None,
         registered: false,
         started_netd: None,
+        docker_rules: None,
     };
     let started = async {
         if plan.netd_dns || plan.netd_egress {
@@ -330,6 +335,10 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
         if !plan.mount_cgroups.is_empty() {
             record.cgroups =
                 cgroups::mount_missing(Path::new(cgroups::CGROUP_ROOT), &plan.mount_cgroups)?;
+            record.save()?;
+        }
+        if plan.docker_iptables {
+            record.docker_rules = Some(rules::baseline());
             record.save()?;
         }
         record.pid = Some(start_dockerd(&plan)?);
@@ -461,6 +470,13 @@ async fn undo(record: &UpRecord) -> Result<Vec<String>> {
             Ok(false) => {}
             Err(e) => failures.push(e),
         }
+    }
+    if let Some(baseline) = &record.docker_rules {
+        let left = rules::remove(&bridges, baseline);
+        if left.is_empty() {
+            done.push("removed Docker's iptables rules".into());
+        }
+        failures.extend(left.into_iter().map(Error::Internal));
     }
     match super::links::delete_bridges(&bridges).await {
         Ok(removed) => done.extend(removed.into_iter().map(|b| format!("removed bridge {b}"))),

@@ -1,0 +1,309 @@
+#!/bin/bash
+# vm-tests suite: plain `docker` commands against the dockerd that
+# `conductor-netd docker up` starts - Debian's 20.10 and sid's 28.5.2.
+#   run.sh kernel|gvisor      (the harness runs it in a private net+mount
+#                              namespace, and inside `runsc do`)
+# Inside gVisor every row is also run against a plain dockerd without
+# conductor-net (no preload, no netd), in the same sandbox, and both
+# results are printed: the rows fail there and pass with conductor-net.
+# Rows: a container gets an address; container to container; sandbox to
+# container; -p; --network=container:; a name, an alias and a just-started
+# container resolve on a user-defined network; a forwarded name resolves;
+# egress by TCP to an HTTP server in a namespace standing for the internet
+# (through `nat`, through `proxy`, through `proxy` behind an upstream
+# HTTP CONNECT proxy that the test runs there); a small web + db + client
+# app by names. After `docker down`: no link, mount, process or rule left.
+#
+# Inputs: CONDUCTOR_NETD_BIN, CONDUCTOR_PRELOAD_LIB (as the other suites),
+# DOCKER28 (default /opt/conductor-net/docker-28/usr/sbin/dockerd).
+# ONLY=20|28 runs one dockerd; BASELINE=0 skips the runs without
+# conductor-net.
+[ -z "$BASH_VERSION" ] && exec bash "$0" "$@"
+set -u
+ENVNAME=${1:-kernel}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+NETD=${CONDUCTOR_NETD_BIN:-$ROOT/target/release/conductor-netd}
+LIB=${CONDUCTOR_PRELOAD_LIB:-$ROOT/target/preload-build/libconductor_preload.so}
+DOCKER28=${DOCKER28:-/opt/conductor-net/docker-28/usr/sbin/dockerd}
+DOCKER=/usr/bin/docker
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+unset LD_PRELOAD DOCKER_HOST
+P=cvd$$
+T=$(mktemp -d /tmp/cvd.XXXXXX)
+FAILED=0
+NETD_PID=""
+BASE_PID=""
+MOUNTED=""
+
+ok() { echo "ok $1"; }
+fail() { echo "FAIL $1: $2"; FAILED=1; }
+log() { echo "  $*"; }
+
+cleanup() {
+    [ -n "$BASE_PID" ] && stop_pid "$BASE_PID"
+    if [ -S "$T/d.sock" ] || [ -f "$T/up.json" ]; then
+        "$NETD" --socket "$T/netd.sock" docker down --docker-socket "$T/d.sock" >/dev/null 2>&1
+    fi
+    [ -n "$NETD_PID" ] && stop_pid "$NETD_PID"
+    for pid in $(cat "$T"/inet.pids 2>/dev/null); do kill "$pid" 2>/dev/null; done
+    ip netns del ${P}inet 2>/dev/null
+    ip link del ${P}up 2>/dev/null
+    for m in $MOUNTED; do umount -l "$m" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+stop_pid() {
+    kill "$1" 2>/dev/null
+    for _ in $(seq 1 200); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+    kill -9 "$1" 2>/dev/null
+}
+
+# Private run directories (the kernel run shares the machine's /run and
+# /var/lib otherwise; gVisor's are in the sandbox's memory anyway).
+for d in /run/conductor-net /var/lib/conductor-net; do
+    mkdir -p $d && mount -t tmpfs cvd $d && MOUNTED="$d $MOUNTED"
+done
+ip link set lo up
+
+# The stand-in internet: a namespace behind a veth, an HTTP server, a DNS
+# server that knows example.test, and an HTTP CONNECT proxy (tinyproxy).
+ip netns add ${P}inet
+ip link add ${P}up type veth peer name eth0 netns ${P}inet
+ip addr add 198.51.100.1/24 dev ${P}up
+ip link set ${P}up up
+ip -n ${P}inet addr add 198.51.100.2/24 dev eth0
+ip -n ${P}inet addr add 203.0.113.10/24 dev eth0
+ip -n ${P}inet link set eth0 up
+ip -n ${P}inet link set lo up
+# With its interface: gVisor routes nothing off-link through a default
+# route without one.
+ip route add default via 198.51.100.2 dev ${P}up
+mkdir -p "$T/www"
+echo hello-internet > "$T/www/index.html"
+ip netns exec ${P}inet busybox httpd -f -p 203.0.113.10:80 -h "$T/www" & echo $! >> "$T/inet.pids"
+# dnsmasq subscribes to netlink groups: inside gVisor it needs the preload.
+ip netns exec ${P}inet env LD_PRELOAD="$LIB" dnsmasq --no-daemon --keep-in-foreground --port 53 \
+    --listen-address 203.0.113.10 --bind-interfaces --no-resolv --no-hosts \
+    --address=/example.test/203.0.113.10 --pid-file="$T/dnsmasq.pid" >/dev/null 2>&1 &
+echo $! >> "$T/inet.pids"
+cat > "$T/tinyproxy.conf" <<EOF
+Port 8888
+Listen 203.0.113.10
+Timeout 30
+LogFile "$T/tinyproxy.log"
+LogLevel Connect
+MaxClients 50
+Allow 198.51.100.0/24
+ConnectPort 80
+ConnectPort 443
+EOF
+ip netns exec ${P}inet tinyproxy -d -c "$T/tinyproxy.conf" >/dev/null 2>&1 & echo $! >> "$T/inet.pids"
+# The machine's resolver, for this test only: the stand-in internet's.
+# Docker's embedded DNS (kernel) and conductor-netd (gVisor) both forward
+# to what /etc/resolv.conf names.
+echo "nameserver 203.0.113.10" > "$T/resolv.conf"
+mount --bind "$T/resolv.conf" /etc/resolv.conf && MOUNTED="/etc/resolv.conf $MOUNTED"
+
+# A busybox image, imported (no registry is reachable).
+mkdir -p "$T/rootfs/bin" "$T/rootfs/tmp" "$T/rootfs/www" "$T/rootfs/etc"
+cp /bin/busybox "$T/rootfs/bin/busybox"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$T/rootfs/bin/$a"; done
+echo hello-from-parent > "$T/rootfs/www/index.html"
+echo "root:x:0:0:root:/:/bin/sh" > "$T/rootfs/etc/passwd"
+
+d() { timeout 120 $DOCKER -H "unix://$T/d.sock" "$@"; }
+# R NAME VALUE lines collect a scenario's results.
+r() { echo "R $1 $2" >> "$RESULTS"; }
+
+start_netd() { # start_netd CONFIG-TEXT [ENV...]
+    [ -n "$NETD_PID" ] && stop_pid "$NETD_PID"
+    printf '%s\n' "$1" > "$T/netd.toml"
+    shift
+    env "$@" "$NETD" --socket "$T/netd.sock" serve --state-dir "$T/netd-state" \
+        --config "$T/netd.toml" --log-level "${NETD_LOG:-warn}" >> "$T/netd.log" 2>&1 &
+    NETD_PID=$!
+    for _ in $(seq 1 400); do
+        "$NETD" --socket "$T/netd.sock" status >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    echo "  netd did not start: $(tail -3 "$T/netd.log")"
+    return 1
+}
+
+# rows RESULTS-FILE: the docker commands every scenario runs (unchanged
+# docker commands only).
+rows() {
+    RESULTS=$1
+    tar -C "$T/rootfs" -c . | d import - bb:latest >/dev/null 2>&1
+    # default bridge: an address, container to container, sandbox to it, -p
+    if d run -d --name parent -p 127.0.0.1:18080:8080 bb httpd -f -p 8080 -h /www >/dev/null 2>"$T/run.err"; then
+        r start ok
+    else
+        r start "failed: $(tr '\n' ' ' < "$T/run.err" | cut -c1-200)"
+    fi
+    ip=$(d inspect -f '{{.NetworkSettings.IPAddress}}' parent 2>/dev/null)
+    case "$ip" in [0-9]*) r address ok ;; *) r address "none" ;; esac
+    out=$(d run --rm bb sh -c "timeout 10 wget -q -O- http://$ip:8080/" 2>&1)
+    r container-to-container "$out"
+    out=$(busybox timeout 10 wget -q -O- "http://$ip:8080/" 2>&1)
+    r sandbox-to-container "$out"
+    out=$(busybox timeout 10 wget -q -O- "http://127.0.0.1:18080/" 2>&1)
+    r published-port "$out"
+    out=$(d run --rm --network=container:parent bb sh -c "timeout 10 wget -q -O- http://127.0.0.1:8080/" 2>&1)
+    r network-container "$out"
+    # a user-defined network: names, aliases, a container started a moment ago
+    d network create ${P}net >/dev/null 2>&1
+    d run -d --name web --network ${P}net --network-alias www bb httpd -f -p 80 -h /www >/dev/null 2>&1
+    out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://web/" 2>&1)
+    r name "$out"
+    out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://www/" 2>&1)
+    r alias "$out"
+    out=$(d run --rm --network ${P}net bb sh -c "
+        httpd -p 8081 -h /www; i=0
+        while [ \$i -lt 50 ] && ! nslookup \$(hostname) >/dev/null 2>&1; do i=\$((i+1)); sleep 0.1; done
+        nslookup \$(hostname) >/dev/null 2>&1 && echo resolvable-at-start" 2>&1)
+    r self-name "$out"
+    d run -d --name fresh --network ${P}net bb httpd -f -p 80 -h /www >/dev/null 2>&1
+    out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://fresh/" 2>&1)
+    r just-started "$out"
+    out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://example.test/" 2>&1)
+    r forwarded-name "$out"
+    # egress by TCP, from the user-defined network and the default bridge
+    out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://203.0.113.10/" 2>&1)
+    r egress "$out"
+    out=$(d run --rm bb sh -c "timeout 10 wget -q -O- http://203.0.113.10/" 2>&1)
+    r egress-default-bridge "$out"
+    # a small app: a db-like service, a web service that asks it, a client
+    d run -d --name db --network ${P}net bb sh -c 'while true; do echo db-row-42 | nc -l -p 5432; done' >/dev/null 2>&1
+    d run -d --name app --network ${P}net bb sh -c 'mkdir -p /cgi-bin; printf "#!/bin/sh\necho Content-Type: text/plain; echo; nc db 5432 </dev/null\n" > /cgi-bin/row; chmod +x /cgi-bin/row; httpd -f -p 80 -h /' >/dev/null 2>&1
+    out=""
+    for _ in 1 2 3 4 5; do
+        out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://app/cgi-bin/row" 2>&1)
+        [ "$out" = db-row-42 ] && break
+        sleep 0.5
+    done
+    r app "$out"
+    d rm -f parent web fresh db app >/dev/null 2>&1
+    d network rm ${P}net >/dev/null 2>&1
+}
+
+# The dockerd without conductor-net, as a user would start it in gVisor.
+baseline() { # baseline DOCKERD RESULTS
+    mkdir -p "$T/base-data" "$T/base-exec"
+    if ! mountpoint -q /sys/fs/cgroup/memory 2>/dev/null && ! [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        mount -t tmpfs cgroup /sys/fs/cgroup && MOUNTED="/sys/fs/cgroup $MOUNTED"
+        for c in cpu cpuacct cpuset memory devices pids; do
+            mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c && MOUNTED="/sys/fs/cgroup/$c $MOUNTED"
+        done
+    fi
+    PATH=$(dirname "$1"):$PATH "$1" --data-root "$T/base-data" --exec-root "$T/base-exec" \
+        --pidfile "$T/base.pid" -H "unix://$T/d.sock" --storage-driver vfs \
+        --iptables=false --ip6tables=false > "$T/base.log" 2>&1 &
+    BASE_PID=$!
+    for _ in $(seq 1 600); do d version >/dev/null 2>&1 && break; sleep 0.1; done
+    rows "$2"
+    stop_pid "$BASE_PID"; BASE_PID=""
+    for c in $(cat "$T/base-exec/containerd/containerd.pid" 2>/dev/null); do stop_pid "$c"; done
+    for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(docker0|br-)'); do ip link del "$l"; done
+    for m in $(echo "$MOUNTED" | tr ' ' '\n' | grep /sys/fs/cgroup); do umount -l "$m"; done
+    MOUNTED=$(echo "$MOUNTED" | tr ' ' '\n' | grep -v /sys/fs/cgroup | tr '\n' ' ')
+    rm -rf "$T/base-data" "$T/base-exec"
+}
+
+# With conductor-net: netd (egress backend per $1), then `docker up`.
+with_netd() { # with_netd DOCKERD RESULTS EGRESS [ENV...]
+    local dockerd=$1 results=$2 egress=$3; shift 3
+    start_netd "egress = \"$egress\"" "$@" || { echo "R start netd-failed" >> "$results"; return; }
+    local mounts_before
+    mounts_before=$(awk '{print $5}' /proc/self/mountinfo | sort | tr '\n' ' ')
+    if ! CONDUCTOR_PRELOAD_PATH=$LIB "$NETD" --socket "$T/netd.sock" docker up --dockerd "$dockerd" \
+        --docker-socket "$T/d.sock" --data-root "$T/data" > "$T/up.out" 2>&1; then
+        echo "R start docker-up-failed: $(tail -3 "$T/up.out" | tr '\n' ' ')" >> "$results"
+        return
+    fi
+    touch "$T/up.json"
+    rows "$results"
+    before_down=$( (ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -vE "^(lo|${P}up)$"; grep -c " /sys/fs/cgroup" /proc/self/mountinfo) | sort | tr '\n' ' ')
+    "$NETD" --socket "$T/netd.sock" docker down --docker-socket "$T/d.sock" > "$T/down.out" 2>&1 \
+        || echo "R down failed: $(tr '\n' ' ' < "$T/down.out")" >> "$results"
+    rm -f "$T/up.json"
+    local new_mounts
+    new_mounts=$(awk '{print $5}' /proc/self/mountinfo | sort | tr '\n' ' ')
+    left=$( (ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -vE "^(lo|${P}up)$";
+             [ "$new_mounts" = "$mounts_before" ] || echo "mounts differ: $new_mounts";
+             pgrep -x dockerd; pgrep -x containerd;
+             iptables-legacy-save 2>/dev/null | grep -E '^-A|^:(CNE|CONDUCTOR|DOCKER)' | grep -E 'CNE|CONDUCTOR|DOCKER';
+             iptables-save 2>/dev/null | grep -iE 'docker|CNE-|CONDUCTOR') | tr '\n' ' ')
+    echo "R nothing-left ${left:-ok}" >> "$results"
+    log "before down: $before_down"
+    stop_pid "$NETD_PID"; NETD_PID=""
+    rm -rf "$T/data" "$T/netd-state"
+}
+
+v() { grep "^R $2 " "$1" | head -1 | cut -d' ' -f3-; }
+
+# check TAG FILE [baseline FILE]: one ok/FAIL line per row.
+check() {
+    local tag=$1 f=$2 base=${3:-}
+    expect() { # expect ROW WANTED
+        local got; got=$(v "$f" "$1")
+        local was=""
+        [ -n "$base" ] && was=" (without conductor-net: $(v "$base" "$1" | cut -c1-80))"
+        if [ "$got" = "$2" ]; then ok "$tag-$1$was"; else fail "$tag-$1" "got '$got'$was"; fi
+    }
+    expect start ok
+    expect address ok
+    expect container-to-container hello-from-parent
+    expect sandbox-to-container hello-from-parent
+    expect published-port hello-from-parent
+    expect network-container hello-from-parent
+    expect name hello-from-parent
+    expect alias hello-from-parent
+    expect self-name resolvable-at-start
+    expect just-started hello-from-parent
+    expect forwarded-name hello-internet
+    expect egress hello-internet
+    expect egress-default-bridge hello-internet
+    expect app db-row-42
+    expect nothing-left ok
+}
+
+run_docker() { # run_docker LABEL DOCKERD
+    local label=$1 dockerd=$2
+    if [ ! -x "$dockerd" ]; then fail "$label" "$dockerd is not installed (scripts/install-deps.sh)"; return; fi
+    local base=""
+    if [ "$ENVNAME" = gvisor ] && [ "${BASELINE:-1}" = 1 ]; then
+        base="$T/$label.without"
+        : > "$base"
+        baseline "$dockerd" "$base"
+        sed "s/^R /  without conductor-net: /" "$base"
+    fi
+    : > "$T/$label.nat"
+    with_netd "$dockerd" "$T/$label.nat" auto
+    sed "s/^R /  with conductor-net: /" "$T/$label.nat"
+    check "$label" "$T/$label.nat" "$base"
+    if [ "$ENVNAME" = gvisor ]; then
+        # The proxy backend: directly, and through the sandbox's own HTTP
+        # proxy (CONNECT), whose log must show the connection.
+        : > "$T/$label.proxy"
+        with_netd "$dockerd" "$T/$label.proxy" proxy
+        [ "$(v "$T/$label.proxy" egress)" = hello-internet ] && ok "$label-egress-proxy" \
+            || fail "$label-egress-proxy" "$(v "$T/$label.proxy" egress)"
+        : > "$T/$label.upstream"
+        : > "$T/tinyproxy.log"
+        with_netd "$dockerd" "$T/$label.upstream" proxy HTTPS_PROXY=http://203.0.113.10:8888 HTTP_PROXY=http://203.0.113.10:8888
+        if [ "$(v "$T/$label.upstream" egress)" = hello-internet ] && grep -q "CONNECT.*203.0.113.10:80" "$T/tinyproxy.log"; then
+            ok "$label-egress-through-upstream-proxy"
+        else
+            fail "$label-egress-through-upstream-proxy" "$(v "$T/$label.upstream" egress); proxy log: $(grep -c CONNECT "$T/tinyproxy.log") CONNECT(s)"
+        fi
+    fi
+}
+
+for tool in busybox dnsmasq tinyproxy jq; do
+    command -v $tool >/dev/null || { fail setup "$tool is not installed (scripts/install-deps.sh)"; exit 1; }
+done
+[ "${ONLY:-20}" = 20 ] || [ -z "${ONLY:-}" ] && run_docker docker20 /usr/sbin/dockerd
+[ "${ONLY:-28}" = 28 ] || [ -z "${ONLY:-}" ] && run_docker docker28 "$DOCKER28"
+exit $FAILED
