@@ -13,6 +13,9 @@
 //	nlsub bench [-n N]       ns per getppid and per netlink setsockopt
 //	nlsub children           spawn children (itself in "plain" mode, and a
 //	                         shell printing LD_PRELOAD) and report on them
+//	nlsub announce IF IP4 IP6  send an unsolicited ARP and an unsolicited
+//	                         neighbour advertisement for IF the way moby >= 28
+//	                         does (libnetwork/internal/l2disco), print errors
 package main
 
 // #include <stdlib.h>
@@ -30,6 +33,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -323,6 +327,68 @@ func bench(n int) {
 	fmt.Printf("getppid_ns=%.1f read4k_ns=%.1f netlink_setsockopt_ns=%.1f getppid_subscribed_ns=%s\n", ppid, rd, sso, sub)
 }
 
+// announce: moby >= 28 announces every address it puts in a container: an
+// unsolicited ARP written on an AF_PACKET/SOCK_DGRAM socket with sendto to
+// a sockaddr_ll, and an unsolicited neighbour advertisement sent with
+// sendmsg (hop limit and source in control messages) on a raw ICMPv6 socket
+// bound to ::1. Same system calls, same arguments.
+func announce(ifname, ip4, ip6 string) {
+	link, err := netlink.LinkByName(ifname)
+	if err != nil {
+		fail("LinkByName %s: %v", ifname, err)
+	}
+	mac := link.Attrs().HardwareAddr
+	idx := link.Attrs().Index
+	res := []string{}
+	sd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		res = append(res, fmt.Sprintf("arp-socket=%v", err))
+	} else {
+		ip := net.ParseIP(ip4).To4()
+		pkt := []byte{0, 1, 8, 0, 6, 4, 0, 1}
+		pkt = append(pkt, mac...)
+		pkt = append(pkt, ip...)
+		pkt = append(pkt, 0, 0, 0, 0, 0, 0)
+		pkt = append(pkt, ip...)
+		sa := &unix.SockaddrLinklayer{Protocol: 0x0608, Ifindex: idx, Hatype: unix.ARPHRD_ETHER, Halen: 6}
+		copy(sa.Addr[:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		res = append(res, fmt.Sprintf("arp=%v", unix.Sendto(sd, pkt, 0, sa)))
+		// a resolution request (target differs) is not an announcement:
+		// the preload must leave its outcome alone
+		other := append([]byte{}, pkt...)
+		other[27]++
+		res = append(res, fmt.Sprintf("arp-request=%v", unix.Sendto(sd, other, 0, sa)))
+		unix.Close(sd)
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
+	if err != nil {
+		res = append(res, fmt.Sprintf("na-socket=%v", err))
+	} else {
+		defer unix.Close(fd)
+		_ = unix.Bind(fd, &unix.SockaddrInet6{Addr: [16]byte{15: 1}})
+		src := net.ParseIP(ip6).To16()
+		na := []byte{136, 0, 0, 0, 0x20, 0, 0, 0}
+		na = append(na, src...)
+		na = append(na, 2, 1)
+		na = append(na, mac...)
+		oob := make([]byte, unix.CmsgSpace(4)+unix.CmsgSpace(20))
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT
+		h.SetLen(unix.CmsgLen(4))
+		*(*int32)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = 255
+		h2 := (*unix.Cmsghdr)(unsafe.Pointer(&oob[unix.CmsgSpace(4)]))
+		h2.Level, h2.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
+		h2.SetLen(unix.CmsgLen(20))
+		pi := oob[unix.CmsgSpace(4)+unix.CmsgLen(0):]
+		copy(pi[:16], src)
+		*(*uint32)(unsafe.Pointer(&pi[16])) = uint32(idx)
+		dst := &unix.SockaddrInet6{Addr: [16]byte{0: 0xff, 1: 2, 15: 1}}
+		_, err = unix.SendmsgN(fd, na, oob, dst, 0)
+		res = append(res, fmt.Sprintf("na=%v", err))
+	}
+	fmt.Println(strings.Join(res, " "))
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fail("usage: nlsub subscribe [-n N] | plain | children")
@@ -355,6 +421,11 @@ func main() {
 		bench(n)
 	case "children":
 		children()
+	case "announce":
+		if len(os.Args) < 5 {
+			fail("usage: nlsub announce IFNAME IPV4 IPV6")
+		}
+		announce(os.Args[2], os.Args[3], os.Args[4])
 	default:
 		fail("unknown mode %s", os.Args[1])
 	}
