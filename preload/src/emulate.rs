@@ -7,6 +7,7 @@
 
 use crate::netlink::{self, SockaddrNl};
 use crate::requests::{after_send, first_is_candidate, gather};
+use crate::stats::{self, Counter};
 use crate::sys::{self, syscall6};
 use crate::{packet, receive, subs};
 
@@ -69,10 +70,25 @@ fn name(nr: i64) -> &'static str {
 
 /// Emulate one call; never unwinds (a panic falls back to the real call).
 pub fn dispatch_guarded(nr: i64, a: [usize; 6], origin: Origin) -> isize {
-    match std::panic::catch_unwind(|| dispatch(nr, a, origin)) {
+    let t0 = if stats::on() { stats::now() } else { 0 };
+    let r = match std::panic::catch_unwind(|| dispatch(nr, a, origin)) {
         Ok(r) => r,
         Err(_) => syscall6(nr, a),
+    };
+    if t0 != 0 {
+        let ns = stats::now().saturating_sub(t0);
+        if matches!(nr, libc::SYS_read | libc::SYS_recvfrom | libc::SYS_recvmsg) {
+            stats::add(Counter::Reads, 1);
+            stats::add(Counter::ReadNs, ns);
+        } else {
+            stats::add(Counter::Calls, 1);
+            stats::add(Counter::CallNs, ns);
+            if origin == Origin::Trap {
+                stats::add(Counter::Trapped, 1);
+            }
+        }
     }
+    r
 }
 
 /// Emulate one call with raw arguments; returns the raw result (`-errno`).

@@ -27,6 +27,7 @@ pub mod rewrite;
 pub mod seccomp;
 pub mod sigaction;
 pub mod sigsys;
+pub mod stats;
 pub mod subs;
 pub mod sys;
 
@@ -46,6 +47,9 @@ fn init(envp: *mut *mut core::ffi::c_char) {
     }
     if let Some(p) = environ::get("CONDUCTOR_PRELOAD_LOG") {
         log::init(p);
+    }
+    if let Some(p) = environ::get("CONDUCTOR_PRELOAD_STATS") {
+        stats::init(p);
     }
     plog!("loaded");
     if let Some(ms) =

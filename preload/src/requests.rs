@@ -47,8 +47,15 @@ pub fn gather(msg: usize) -> Vec<u8> {
     out
 }
 
-/// With the call log on: log an error answer to any other rtnetlink request,
-/// so refusals the preload does not handle show up in the log.
+/// An error answer worth a log line: a refusal, or EINVAL (gVisor's answer
+/// to flags it does not model); ENODEV, EEXIST and the like are ordinary.
+fn unhandled_refusal(err: i32) -> bool {
+    rewrite::is_refusal(err) || err == -libc::EINVAL
+}
+
+/// With the call log on: log a refusal (or EINVAL, gVisor's answer to flags
+/// it does not model) answering any other rtnetlink request, so refusals the
+/// preload does not handle show up in the log.
 fn audit(fd: i32, req: &[u8]) {
     let Some(m) = netlink::messages(req).next() else {
         return;
@@ -60,7 +67,7 @@ fn audit(fd: i32, req: &[u8]) {
     let Ok(n) = sys::recv(fd, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) else {
         return;
     };
-    if let Some(err) = rewrite::reply_error(&buf[..n], &m.hdr).filter(|e| *e != 0) {
+    if let Some(err) = rewrite::reply_error(&buf[..n], &m.hdr).filter(|e| unhandled_refusal(*e)) {
         crate::plog!(
             "fd {}: request type {} flags {:#x} answered with error {}: not handled",
             fd,
@@ -92,7 +99,7 @@ pub fn after_send(fd: i32, req: &[u8], origin: Origin) {
         return;
     };
     let Some(fix) = rewrite::fix(req, err) else {
-        if err == 0 {
+        if !unhandled_refusal(err) {
             return;
         }
         crate::plog!(

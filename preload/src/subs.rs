@@ -11,6 +11,7 @@
 
 use crate::events::{Kind, Table};
 use crate::netlink::{self, messages, NlHdr};
+use crate::stats::{self, Counter};
 use crate::{seccomp, sys};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -408,8 +409,17 @@ fn poller() {
             Ok(r) => r.iter().filter(|s| s.mon >= 0).cloned().collect(),
             Err(_) => continue,
         };
+        let t0 = if stats::on() && !subs.is_empty() {
+            stats::now()
+        } else {
+            0
+        };
         for s in subs {
             s.poll();
+        }
+        if t0 != 0 {
+            stats::add(Counter::Polls, 1);
+            stats::add(Counter::PollNs, stats::now().saturating_sub(t0));
         }
     }
 }

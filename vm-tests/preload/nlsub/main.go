@@ -13,6 +13,8 @@
 //	nlsub bench [-n N]       ns per getppid and per netlink setsockopt
 //	nlsub children           spawn children (itself in "plain" mode, and a
 //	                         shell printing LD_PRELOAD) and report on them
+//	nlsub maps-probe         how many mappings of the preload this program,
+//	                         a child (grep) and a grandchild (sh -> grep) have
 //	nlsub announce IF IP4 IP6  send an unsolicited ARP and an unsolicited
 //	                         neighbour advertisement for IF the way moby >= 28
 //	                         does (libnetwork/internal/l2disco), print errors
@@ -275,6 +277,17 @@ func children() {
 	fmt.Printf("child-sh: %s (exit: %v)\n", strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", " "), err)
 }
 
+// mapsProbe: the Go parent of the "children of hosts" test: does the
+// preload reach a child or a grandchild of a preloaded Go program?
+func mapsProbe() {
+	const lib = "libconductor_preload"
+	self, _ := os.ReadFile("/proc/self/maps")
+	child, _ := exec.Command("grep", "-c", lib, "/proc/self/maps").Output()
+	grand, _ := exec.Command("sh", "-c", "grep -c "+lib+" /proc/self/maps; :").Output()
+	fmt.Printf("self=%d child=%s grandchild=%s\n", strings.Count(string(self), lib),
+		strings.TrimSpace(string(child)), strings.TrimSpace(string(grand)))
+}
+
 // bench: ns per unrelated syscall (getppid) and per netlink setsockopt,
 // which the preload traps (SOL_NETLINK) and passes through.
 func bench(n int) {
@@ -421,6 +434,8 @@ func main() {
 		bench(n)
 	case "children":
 		children()
+	case "maps-probe":
+		mapsProbe()
 	case "announce":
 		if len(os.Args) < 5 {
 			fail("usage: nlsub announce IFNAME IPV4 IPV6")
