@@ -91,6 +91,18 @@ pub fn dispatch_guarded(nr: i64, a: [usize; 6], origin: Origin) -> isize {
     r
 }
 
+/// The program's own system call, issued for real; timed when stats are on
+/// (so that the preload's share of a call can be told from the call's).
+fn real(nr: i64, a: [usize; 6]) -> isize {
+    if !stats::on() {
+        return syscall6(nr, a);
+    }
+    let t0 = stats::now();
+    let r = syscall6(nr, a);
+    stats::add(Counter::RealNs, stats::now().saturating_sub(t0));
+    r
+}
+
 /// Emulate one call with raw arguments; returns the raw result (`-errno`).
 pub fn dispatch(nr: i64, a: [usize; 6], origin: Origin) -> isize {
     let fd = a[0] as i32;
@@ -122,9 +134,9 @@ pub fn dispatch(nr: i64, a: [usize; 6], origin: Origin) -> isize {
         libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read => receive::recv(nr, fd, a, origin),
         libc::SYS_close => {
             subs::remove(fd);
-            syscall6(nr, a)
+            real(nr, a)
         }
-        _ => syscall6(nr, a),
+        _ => real(nr, a),
     };
     if origin == Origin::Trap && crate::log::enabled() {
         crate::plog!("trap {}(fd {}) = {}", name(nr), fd, r);
@@ -147,7 +159,7 @@ pub fn retry_bind(groups: u32, mut bind: impl FnMut(u32) -> bool) -> Option<(u32
 }
 
 fn bind(fd: i32, a: [usize; 6], origin: Origin) -> isize {
-    let r = syscall6(libc::SYS_bind, a);
+    let r = real(libc::SYS_bind, a);
     if !refused(r) {
         return r;
     }
@@ -185,7 +197,7 @@ fn bind(fd: i32, a: [usize; 6], origin: Origin) -> isize {
 
 /// connect/sendto: strip groups from the destination on refusal.
 fn addr_call(nr: i64, fd: i32, a: [usize; 6], ai: usize, li: usize) -> isize {
-    let r = syscall6(nr, a);
+    let r = real(nr, a);
     if !refused(r) {
         return r;
     }
@@ -215,7 +227,7 @@ fn addr_call(nr: i64, fd: i32, a: [usize; 6], ai: usize, li: usize) -> isize {
 }
 
 fn sendmsg(fd: i32, a: [usize; 6]) -> isize {
-    let r = syscall6(libc::SYS_sendmsg, a);
+    let r = real(libc::SYS_sendmsg, a);
     if !refused(r) || a[1] == 0 {
         return r;
     }
@@ -248,7 +260,7 @@ fn sendmsg(fd: i32, a: [usize; 6]) -> isize {
 }
 
 fn setsockopt(fd: i32, a: [usize; 6], origin: Origin) -> isize {
-    let r = syscall6(libc::SYS_setsockopt, a);
+    let r = real(libc::SYS_setsockopt, a);
     let (level, opt) = (a[1] as i32, a[2] as i32);
     if !refused(r) || level != SOL_NETLINK || a[3] == 0 || a[4] < 4 {
         return r;

@@ -88,16 +88,19 @@ pub fn after_send(fd: i32, req: &[u8], origin: Origin) {
         }
         return;
     };
-    if !is_route_netlink(fd) {
-        return;
-    }
+    // Peek first (it neither blocks nor consumes, whatever the socket is):
+    // an accepted request, the usual case, then costs one system call, and
+    // the socket's protocol is asked only about an error answer.
     let mut buf = vec![0u8; 4096];
     let Ok(n) = sys::recv(fd, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) else {
         return;
     };
-    let Some(err) = rewrite::reply_error(&buf[..n], &h) else {
+    let Some(err) = rewrite::reply_error(&buf[..n], &h).filter(|e| *e != 0) else {
         return;
     };
+    if !is_route_netlink(fd) {
+        return;
+    }
     let Some(fix) = rewrite::fix(req, err) else {
         if !unhandled_refusal(err) {
             return;

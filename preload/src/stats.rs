@@ -28,9 +28,12 @@ pub enum Counter {
     Polls,
     /// Nanoseconds the event thread spent polling.
     PollNs,
+    /// Of `CallNs`, nanoseconds in the program's own system calls, issued
+    /// for real (what the call costs without the preload).
+    RealNs,
 }
 
-const COUNTERS: usize = 7;
+const COUNTERS: usize = 8;
 const MAGIC: &[u8; 8] = b"CPSTATS1";
 const FILE_LEN: usize = 4096;
 
@@ -120,10 +123,10 @@ mod tests {
     #[test]
     fn parse_layout() {
         let mut f = b"CPSTATS1".to_vec();
-        for i in 0..7u64 {
+        for i in 0..8u64 {
             f.extend_from_slice(&(i * 10).to_le_bytes());
         }
-        assert_eq!(super::parse(&f), Some([0, 10, 20, 30, 40, 50, 60]));
+        assert_eq!(super::parse(&f), Some([0, 10, 20, 30, 40, 50, 60, 70]));
         assert_eq!(super::parse(&f[..20]), None);
         f[0] = b'X';
         assert_eq!(super::parse(&f), None);

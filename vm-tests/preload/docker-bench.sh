@@ -35,8 +35,8 @@ bench_ready() {
     done
 }
 
-# the preload's counters (see preload/src/stats.rs), 7 numbers
-stats_read() { od -An -t u8 -j 8 -N 56 -v "$STATS" | tr -s ' \n' '  '; }
+# the preload's counters (see preload/src/stats.rs), 8 numbers
+stats_read() { od -An -t u8 -j 8 -N 64 -v "$STATS" | tr -s ' \n' '  '; }
 
 # start_series NAME VERSION MODE: prints one figure line
 start_series() {
@@ -57,7 +57,7 @@ start_series() {
     fi
     d rm -f warm >/dev/null 2>&1
     : >"$T/times"
-    sum="0 0 0 0 0 0 0"
+    sum="0 0 0 0 0 0 0 0"
     i=0
     while [ $i -lt "$RUNS" ]; do
         [ -n "$STATS" ] && s0=$(stats_read)
@@ -66,7 +66,7 @@ start_series() {
         t1=$(date +%s%N)
         if [ -n "$STATS" ]; then
             s1=$(stats_read)
-            sum=$(echo "$sum $s0 $s1" | awk '{ for (k = 1; k <= 7; k++) printf "%d ", $k + $(k + 14) - $(k + 7) }')
+            sum=$(echo "$sum $s0 $s1" | awk '{ for (k = 1; k <= 8; k++) printf "%d ", $k + $(k + 16) - $(k + 8) }')
         fi
         echo $(((t1 - t0) / 1000)) >>"$T/times"
         d rm -f "bs$i" >/dev/null 2>&1
@@ -77,15 +77,28 @@ start_series() {
     total=$(awk '{ s += $1 } END { print s }' "$T/times")
     line=$(awk -v a="$p50" -v b="$p99" 'BEGIN { printf "p50 %.1f ms, p99 %.1f ms", a / 1000, b / 1000 }')
     if [ -n "$STATS" ]; then
-        line="$line; preload: $(echo "$sum" | awk -v t="$total" -v n="$RUNS" '{
-            printf "%.1f calls, %.1f trapped and %.1f reads per start; inside its handlers %.2f ms per start (%.2f %% of start time), event thread %.2f ms per start (%.2f %%), reads %.2f ms per start (waiting included)",
-                $1 / n, $3 / n, $4 / n, $2 / 1e6 / n, $2 / 1e3 * 100 / t, $7 / 1e6 / n, $7 / 1e3 * 100 / t, $5 / 1e6 / n }')"
+        # counters: calls, call ns, trapped, reads, read ns, polls, poll ns,
+        # real ns (the program's own system calls inside the handlers)
+        line="$line; preload: $(echo "$sum" | awk -v t="$total" -v n="$RUNS" -v trap="$TRAP_US" '{
+            own = ($2 - $8) / 1e3; deliv = $3 * trap; all = own + deliv + $7 / 1e3
+            printf "per start %.1f calls (%.1f trapped), %.1f reads; in its handlers %.2f ms, of which the calls themselves %.2f ms: its own work %.2f ms (%.2f %%); SIGSYS delivery %.1f x %.0f us = %.2f ms (%.2f %%); event thread %.2f ms (%.2f %%); together %.2f ms = %.2f %% of start-to-running",
+                $1 / n, $3 / n, $4 / n, $2 / 1e6 / n, $8 / 1e6 / n, own / 1e3 / n, own * 100 / t, $3 / n, trap, deliv / 1e3 / n, deliv * 100 / t, $7 / 1e6 / n, $7 / 1e3 * 100 / t, all / 1e3 / n, all * 100 / t }')"
     fi
     echo "docker $2 $3 the preload ($ENVNAME): container start-to-running over $RUNS runs: $line"
 }
 
+# TRAP_US: one SIGSYS round trip (trap, handler entry and return), measured
+# here with nlsub: a trapped setsockopt minus the same call untrapped
+trap_cost() {
+    w0=$("$BIN/nlsub" bench -n 20000 | sed -n 's/.*netlink_setsockopt_ns=\([0-9.]*\).*/\1/p')
+    w1=$(env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 "$BIN/nlsub" bench -n 20000 | sed -n 's/.*netlink_setsockopt_ns=\([0-9.]*\).*/\1/p')
+    TRAP_US=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
+    echo "one trapped call costs $TRAP_US us more than the same call untrapped ($ENVNAME; $w0 -> $w1 ns)"
+}
+
 bench_start() {
     RUNS=${BENCH_RUNS:-20}
+    trap_cost
     start_series s20without 20 without
     start_series s20with 20 with
     start_series s28with 28 with

@@ -32,6 +32,7 @@ ENVNAME=${1:-}
 MODE=${2:-test}
 case "$ENVNAME" in kernel|gvisor) ;; *) echo "usage: $0 kernel|gvisor [test|bench|bench-start]" >&2; exit 2;; esac
 LIB=${CONDUCTOR_PRELOAD_LIB:-/work/target-preload/preload-build/libconductor_preload.so}
+BIN=${CONDUCTOR_PRELOAD_BIN:-$(dirname "$LIB")}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 NETD=${CONDUCTOR_NETD_BIN:-$ROOT/target/release/conductor-netd}
 DOCKER28_DIR=${DOCKER28_DIR:-/opt/conductor-net/docker-28/usr/sbin}
