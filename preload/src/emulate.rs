@@ -133,8 +133,12 @@ pub fn dispatch(nr: i64, a: [usize; 6], origin: Origin) -> isize {
         libc::SYS_setsockopt => setsockopt(fd, a, origin),
         libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read => receive::recv(nr, fd, a, origin),
         libc::SYS_close => {
-            subs::remove(fd);
-            real(nr, a)
+            let gone = subs::unregister(fd);
+            let r = real(nr, a);
+            for s in gone {
+                s.wake();
+            }
+            r
         }
         _ => real(nr, a),
     };

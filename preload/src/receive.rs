@@ -50,31 +50,39 @@ pub fn recv(nr: i64, fd: i32, a: [usize; 6], origin: Origin) -> isize {
         return syscall6(nr, a);
     }
     let peek = flags & libc::MSG_PEEK != 0;
+    // The preload's own peeks and reads go through its duplicate of the
+    // socket: once the program closes `fd` (another thread may be blocked
+    // here) that number can name a new socket at any moment, whose data
+    // must not be taken.
+    let own = sub.dup();
     loop {
         // Look at the next datagram without consuming it; this blocks
-        // exactly as the program's call would.
+        // exactly as the program's call would (the duplicate shares the
+        // file status flags, O_NONBLOCK included).
         let mut head = [0u8; 64];
         let pf = libc::MSG_PEEK | (flags & libc::MSG_DONTWAIT);
-        let n = match sys::recv(fd, &mut head, pf) {
+        let n = match sys::recv(own, &mut head, pf) {
             Ok(n) => n,
-            Err(libc::ENOTSOCK) | Err(libc::EBADF) => {
-                subs::remove(fd);
-                return syscall6(nr, a);
-            }
             // In the SIGSYS handler only glibc's internal signals can
             // interrupt us; restart as SA_RESTART would (gVisor does not
             // restart netlink reads by itself).
             Err(libc::EINTR) if origin == Origin::Trap => continue,
             Err(e) => return -(e as isize),
         };
+        if sub.closed() {
+            // woken after the program closed the fd (see Sub::wake)
+            return -(libc::EBADF as isize);
+        }
         if netlink::is_echo_error(&head[..n]) {
             // an echoed link vanished before the kernel answered: drop it
-            let _ = sys::recv(fd, &mut head, libc::MSG_DONTWAIT);
+            let _ = sys::recv(own, &mut head, libc::MSG_DONTWAIT);
             continue;
         }
         if !netlink::is_doorbell_reply(&head[..n]) {
             let r = syscall6(nr, a);
-            if r > 0 && netlink::is_echo_reply(&head[..n]) {
+            if r == -(libc::EBADF as isize) || r == -(libc::ENOTSOCK as isize) {
+                subs::remove(fd);
+            } else if r > 0 && netlink::is_echo_reply(&head[..n]) {
                 normalize_echo(&dest, r as usize);
             }
             return r;
@@ -82,7 +90,7 @@ pub fn recv(nr: i64, fd: i32, a: [usize; 6], origin: Origin) -> isize {
         let q = sub.take(peek);
         if !peek || q.is_none() {
             // consume the doorbell reply
-            let _ = sys::recv(fd, &mut head, libc::MSG_DONTWAIT);
+            let _ = sys::recv(own, &mut head, libc::MSG_DONTWAIT);
         }
         let Some(q) = q else { continue };
         return deliver(&q, &dest, flags);

@@ -116,6 +116,17 @@ pub fn after_send(fd: i32, req: &[u8], origin: Origin) {
     };
     let portid = sys::netlink_portid(fd);
     let trap = origin == Origin::Trap;
+    // An answer the preload makes up must reach the program: otherwise
+    // leave the refusal where it is rather than consume it.
+    if matches!(fix, Fix::Ack | Fix::EmptyDump) && !subs::can_deliver(fd, trap) {
+        crate::plog!(
+            "fd {}: request type {} refused ({}): no way to deliver an answer, refusal left",
+            fd,
+            h.ty,
+            err
+        );
+        return;
+    }
     let consume = || {
         let mut b = [0u8; 256];
         let _ = sys::recv(fd, &mut b, libc::MSG_DONTWAIT);

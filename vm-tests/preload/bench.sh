@@ -5,7 +5,8 @@
 #   vm-tests/preload/bench.sh kernel|gvisor   one environment (inside it)
 # Inputs as run.sh: CONDUCTOR_PRELOAD_LIB, CONDUCTOR_PRELOAD_BIN (see build.sh).
 # BENCH_RUNS (default 5) alternating runs per figure; the median is printed.
-# Set BENCH_DOCKER=1 to add dockerd start-to-ready (see docker.sh).
+# Set BENCH_DOCKER=1 to add dockerd start-to-ready (see docker.sh bench)
+# and BENCH_DOCKER_START=1 container start-to-running (docker.sh bench-start).
 LIB=${CONDUCTOR_PRELOAD_LIB:-/work/target-preload/preload-build/libconductor_preload.so}
 BIN=${CONDUCTOR_PRELOAD_BIN:-$(dirname "$LIB")}
 RUNS=${BENCH_RUNS:-5}
@@ -15,7 +16,9 @@ if [ -z "${1:-}" ]; then
     echo "== real kernel"
     unshare -n -m "$HERE/bench.sh" kernel
     echo "== gVisor (runsc ptrace)"
-    runsc --network=none --net-raw --platform=ptrace do "$HERE/bench.sh" gvisor
+    R=$(mktemp -d /tmp/preload-bench-runsc.XXXXXX)
+    runsc --root "$R" --network=none --net-raw --platform=ptrace do "$HERE/bench.sh" gvisor
+    rm -rf "$R"
     exit 0
 fi
 ENVNAME=$1
@@ -55,4 +58,7 @@ if [ "$ENVNAME" = kernel ]; then
 fi
 if [ "${BENCH_DOCKER:-0}" = 1 ]; then
     "$HERE/docker.sh" "$ENVNAME" bench
+fi
+if [ "${BENCH_DOCKER_START:-0}" = 1 ]; then
+    "$HERE/docker.sh" "$ENVNAME" bench-start
 fi

@@ -184,6 +184,17 @@ else
     fail go-subscribe-in-netns "cannot create netns $NS"
 fi
 
+# 2c. moby >= 28 subscribes for every interface it brings up and closes the
+# subscription when the link is up, on changing fd numbers: 40 of them
+# (more than the 32 read filters the preload adds; beyond those, link
+# events still arrive, echoed by the kernel) must each see their link, and
+# nothing the preload keeps for them may outlive them (no descriptor leak,
+# no reader left blocked on a closed socket).
+ch=$(timeout 60 env LD_PRELOAD="$LIB" "$NLSUB" churn -n 40 2>&1)
+echo "# subscription churn with preload: $ch"
+case "$ch" in "ok subscriptions=40 leaked_fds=0"|"ok subscriptions=40 leaked_fds=-"*) ok go-subscription-churn ;;
+    *) fail go-subscription-churn "$ch" ;; esac
+
 # 5. children of a preloaded program are unaffected
 c0=$(timeout 20 "$NLSUB" children 2>&1)
 c1=$(timeout 20 env LD_PRELOAD="$LIB" "$NLSUB" children 2>&1)

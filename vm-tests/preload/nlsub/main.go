@@ -13,6 +13,12 @@
 //	nlsub bench [-n N]       ns per getppid and per netlink setsockopt
 //	nlsub children           spawn children (itself in "plain" mode, and a
 //	                         shell printing LD_PRELOAD) and report on them
+//	nlsub bench-fds -n N K   ns per getppid and per 4 KiB read after K link
+//	                         subscriptions on K distinct fd numbers (each
+//	                         degraded one adds a read filter inside gVisor)
+//	nlsub churn -n K         moby >= 28's pattern, K times, each on another fd
+//	                         number: subscribe (ListExisting), wait for a new
+//	                         link's event, close; report leaked descriptors
 //	nlsub maps-probe         how many mappings of the preload this program,
 //	                         a child (grep) and a grandchild (sh -> grep) have
 //	nlsub announce IF IP4 IP6  send an unsolicited ARP and an unsolicited
@@ -277,6 +283,106 @@ func children() {
 	fmt.Printf("child-sh: %s (exit: %v)\n", strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", " "), err)
 }
 
+// benchFds: the cost of the per-fd read filters a long-running program
+// accumulates (one per distinct fd number of a degraded subscription).
+func benchFds(n, k int) {
+	runtime.LockOSThread()
+	var keep []int
+	for i := 0; i < k; i++ {
+		ch := make(chan netlink.LinkUpdate, 16)
+		if err := netlink.LinkSubscribe(ch, make(chan struct{})); err != nil {
+			fail("subscribe %d: %v", i, err)
+		}
+		// a spare fd so that the next subscription gets another number
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			fail("socket: %v", err)
+		}
+		keep = append(keep, fd)
+	}
+	t := time.Now()
+	for i := 0; i < n; i++ {
+		syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
+	}
+	ppid := float64(time.Since(t).Nanoseconds()) / float64(n)
+	zero, err := os.Open("/dev/zero")
+	if err != nil {
+		fail("open /dev/zero: %v", err)
+	}
+	zb := make([]byte, 4096)
+	t = time.Now()
+	for i := 0; i < n/4; i++ {
+		syscall.Read(int(zero.Fd()), zb)
+	}
+	rd := float64(time.Since(t).Nanoseconds()) / float64(n/4)
+	fmt.Printf("subscriptions=%d getppid_ns=%.1f read4k_ns=%.1f\n", k, ppid, rd)
+	_ = keep
+}
+
+func countFds() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		fail("read /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
+
+// churn: a long-running dockerd >= 28 subscribes to link events for every
+// interface it brings up and closes the subscription once the link is up,
+// on whatever fd number is free; with containers coming and going those
+// numbers keep changing. Every subscription must still see its link, and
+// nothing the preload keeps for them may outlive them.
+func churn(k int) {
+	base := countFds()
+	var spares []int
+	for i := 0; i < k; i++ {
+		ch := make(chan netlink.LinkUpdate, 256)
+		done := make(chan struct{})
+		err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{ListExisting: true})
+		if err != nil {
+			fail("subscribe %d: %v", i, err)
+		}
+		name := fmt.Sprintf("ch%d_%d", os.Getpid()%1000, i)
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+		if err := netlink.LinkAdd(br); err != nil {
+			fail("add %s: %v", name, err)
+		}
+		timeout := time.After(3 * time.Second)
+		for got := false; !got; {
+			select {
+			case u, ok := <-ch:
+				if !ok {
+					fail("subscription %d ended early", i)
+				}
+				got = u.Attrs().Name == name
+			case <-timeout:
+				fail("subscription %d: no event for %s within 3s", i, name)
+			}
+		}
+		netlink.LinkDel(br)
+		close(done)
+		// a spare descriptor, so that the next subscription gets another number
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			fail("socket: %v", err)
+		}
+		spares = append(spares, fd)
+	}
+	for _, fd := range spares {
+		unix.Close(fd)
+	}
+	// blocked readers wake and the preload reaps closed sockets within a
+	// poll period or two
+	leaked := 0
+	for t := 0; t < 20; t++ {
+		time.Sleep(50 * time.Millisecond)
+		if leaked = countFds() - base; leaked <= 0 {
+			break
+		}
+	}
+	fmt.Printf("ok subscriptions=%d leaked_fds=%d\n", k, leaked)
+}
+
 // mapsProbe: the Go parent of the "children of hosts" test: does the
 // preload reach a child or a grandchild of a preloaded Go program?
 func mapsProbe() {
@@ -434,6 +540,19 @@ func main() {
 		bench(n)
 	case "children":
 		children()
+	case "bench-fds":
+		if len(os.Args) < 5 || os.Args[2] != "-n" {
+			fail("usage: nlsub bench-fds -n N K")
+		}
+		n, _ := strconv.Atoi(os.Args[3])
+		k, _ := strconv.Atoi(os.Args[4])
+		benchFds(n, k)
+	case "churn":
+		if len(os.Args) < 4 || os.Args[2] != "-n" {
+			fail("usage: nlsub churn -n K")
+		}
+		k, _ := strconv.Atoi(os.Args[3])
+		churn(k)
 	case "maps-probe":
 		mapsProbe()
 	case "announce":
