@@ -202,7 +202,8 @@ pub const NRS: Nrs = Nrs {
 const SOL_NETLINK: u32 = 270;
 
 /// The filter installed at start: traps bind and connect with a 12-byte
-/// address, sendto to a 12-byte address or none, every sendmsg, and
+/// address, sendto to a 12-byte address, none, or a 20-byte one (a packet
+/// socket's), every sendmsg, and
 /// setsockopt(SOL_NETLINK, ...), when made from `ranges`.
 pub fn base_filter(n: &Nrs, ranges: &[Range]) -> Option<Vec<sock_filter>> {
     let mut a = Asm::default();
@@ -212,7 +213,7 @@ pub fn base_filter(n: &Nrs, ranges: &[Range]) -> Option<Vec<sock_filter>> {
     let sendto = a.label();
     let setsock = a.label();
     let addrlen = a.label();
-    let l: Vec<Label> = (0..6).map(|_| a.label()).collect();
+    let l: Vec<Label> = (0..7).map(|_| a.label()).collect();
     a.push(Ins::Ld(OFF_ARCH));
     a.push(Ins::Jeq(AUDIT_ARCH, l[0], allow));
     a.push(Ins::Here(l[0]));
@@ -226,11 +227,15 @@ pub fn base_filter(n: &Nrs, ranges: &[Range]) -> Option<Vec<sock_filter>> {
     a.push(Ins::Jeq(n.sendto, sendto, l[4]));
     a.push(Ins::Here(l[4]));
     a.push(Ins::Jeq(n.setsockopt, setsock, allow));
+    // sendto: netlink (12-byte or no address) and packet sockets
+    // (sizeof(struct sockaddr_ll) = 20: unsolicited ARP)
     a.push(Ins::Here(sendto));
     a.push(Ins::Ld(off_arg_lo(5)));
     a.push(Ins::Jeq(12, ipchk, l[5]));
     a.push(Ins::Here(l[5]));
-    a.push(Ins::Jeq(0, ipchk, allow));
+    a.push(Ins::Jeq(0, ipchk, l[6]));
+    a.push(Ins::Here(l[6]));
+    a.push(Ins::Jeq(20, ipchk, allow));
     // bind/connect: only with a 12-byte address (sizeof(struct sockaddr_nl))
     a.push(Ins::Here(addrlen));
     a.push(Ins::Ld(off_arg_lo(2)));
@@ -396,6 +401,18 @@ mod tests {
         );
         assert_eq!(
             run(&p, &d(NRS.sendto, inside, [3, 0, 0, 0, 0, 16])),
+            Some(A)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.sendto, inside, [3, 0, 28, 0, 0, 20])),
+            Some(T)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.sendto, outside, [3, 0, 28, 0, 0, 20])),
+            Some(A)
+        );
+        assert_eq!(
+            run(&p, &d(NRS.sendto, inside, [3, 0, 28, 0, 0, 28])),
             Some(A)
         );
         assert_eq!(

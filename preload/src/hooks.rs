@@ -191,10 +191,12 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 /// Same contract as libc's `close`.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if subs::marked(fd) {
-        subs::remove(fd);
+    let gone = subs::unregister(fd);
+    let r = ret(syscall6(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0])) as c_int;
+    for s in gone {
+        s.wake();
     }
-    ret(syscall6(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0])) as c_int
+    r
 }
 
 /// # Safety

@@ -11,92 +11,75 @@
 //! Everything fails open: if a piece cannot be set up, the program runs as
 //! if the library were not loaded.
 
+pub mod announce;
 pub mod bpf;
 pub mod emulate;
+pub mod environ;
 pub mod events;
 pub mod hooks;
 pub mod log;
 pub mod netlink;
+pub mod packet;
 pub mod probe;
+pub mod receive;
+pub mod requests;
 pub mod rewrite;
 pub mod seccomp;
 pub mod sigaction;
 pub mod sigsys;
+pub mod stats;
 pub mod subs;
 pub mod sys;
 
-use std::ffi::{CStr, CString};
 use std::sync::atomic::Ordering;
 
-fn env(name: &CStr) -> Option<&'static CStr> {
-    // SAFETY: getenv with a NUL-terminated name; the result stays valid
-    // while the environment is not modified (we copy before modifying).
-    let p = unsafe { libc::getenv(name.as_ptr()) };
-    if p.is_null() {
-        None
-    } else {
-        // SAFETY: getenv returns a NUL-terminated string.
-        Some(unsafe { CStr::from_ptr(p) })
-    }
+fn flag(name: &str, value: &[u8]) -> bool {
+    environ::get(name)
+        .map(|v| v.to_bytes() == value)
+        .unwrap_or(false)
 }
 
-/// Remove this library from LD_PRELOAD so that children do not load it.
-fn scrub_ld_preload() {
-    let Some(v) = env(c"LD_PRELOAD") else { return };
-    let Ok(s) = v.to_str() else { return };
-    let kept = remove_self(s);
-    if kept == s {
-        return;
-    }
-    // glibc's setenv/unsetenv edit the initial environment array in place,
-    // which is also where a Go runtime reads its environment from.
-    // SAFETY: single-threaded constructor; valid C strings.
-    unsafe {
-        if kept.is_empty() {
-            libc::unsetenv(c"LD_PRELOAD".as_ptr());
-        } else if let Ok(c) = CString::new(kept) {
-            libc::setenv(c"LD_PRELOAD".as_ptr(), c.as_ptr(), 1);
-        }
-    }
-}
-
-/// LD_PRELOAD without entries naming this library.
-pub fn remove_self(v: &str) -> String {
-    v.split([' ', ':'])
-        .filter(|e| !e.is_empty() && !e.contains("libconductor_preload"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn flag(name: &CStr, value: &[u8]) -> bool {
-    env(name).map(|v| v.to_bytes() == value).unwrap_or(false)
-}
-
-fn init() {
-    if flag(c"CONDUCTOR_PRELOAD", b"off") {
+fn init(envp: *mut *mut core::ffi::c_char) {
+    environ::init(envp);
+    if flag("CONDUCTOR_PRELOAD", b"off") {
         hooks::ENABLED.store(false, Ordering::Relaxed);
         return;
     }
-    if let Some(p) = env(c"CONDUCTOR_PRELOAD_LOG") {
+    if let Some(p) = environ::get("CONDUCTOR_PRELOAD_LOG") {
         log::init(p);
+    }
+    if let Some(p) = environ::get("CONDUCTOR_PRELOAD_STATS") {
+        stats::init(p);
     }
     plog!("loaded");
     if let Some(ms) =
-        env(c"CONDUCTOR_PRELOAD_POLL_MS").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        environ::get("CONDUCTOR_PRELOAD_POLL_MS").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     {
         subs::PERIOD_MS.store(ms.clamp(1, 10_000), Ordering::Relaxed);
     }
     let pie = seccomp::exe_is_pie();
-    // A non-PIE host that opted in keeps the preload in its children, so a
-    // non-PIE child mapped at the same fixed address still has the handler.
-    if !flag(c"CONDUCTOR_PRELOAD_INHERIT", b"1") && pie {
-        scrub_ld_preload();
+    let trap = install_trap_path(pie);
+    // Children do not load the preload, unless asked, or unless this is a
+    // non-PIE program with the trap path on: its filter, inherited, could
+    // match a non-PIE child mapped at the same fixed address, which then
+    // needs the handler.
+    let keep = flag("CONDUCTOR_PRELOAD_INHERIT", b"1") || (trap && !pie);
+    if !keep {
+        let n = environ::scrub_ld_preload();
+        plog!(
+            "removed from the environment children inherit ({} entries)",
+            n
+        );
     }
+}
+
+/// Install the seccomp trap path where it is useful; whether it is on.
+fn install_trap_path(pie: bool) -> bool {
     if !cfg!(target_arch = "x86_64") {
         log::warn(format_args!(
             "seccomp path not supported on this architecture; libc hooks only"
         ));
-        return;
+        return false;
     }
     // Linked statically into a program (tests, fuzz targets): our own raw
     // system calls would lie inside the trapped text. Stay out.
@@ -105,15 +88,15 @@ fn init() {
         .iter()
         .any(|r| r.start <= me && me < r.end)
     {
-        return;
+        return false;
     }
-    if !pie && !flag(c"CONDUCTOR_PRELOAD_NONPIE", b"1") {
+    if !pie && !flag("CONDUCTOR_PRELOAD_NONPIE", b"1") {
         plog!("non-PIE program: trap path off (CONDUCTOR_PRELOAD_NONPIE=1 enables it)");
-        return;
+        return false;
     }
     // On a kernel that refuses nothing, stay out of the way entirely: a
     // seccomp filter costs every system call ~10 ns even when it allows.
-    if !flag(c"CONDUCTOR_PRELOAD_FORCE", b"1") {
+    if !flag("CONDUCTOR_PRELOAD_FORCE", b"1") {
         match probe::probe() {
             probe::Verdict::Refuses(why) => plog!("probe: {}", why),
             v => {
@@ -121,45 +104,43 @@ fn init() {
                     "probe: {:?}: nothing to fix here, trap path not installed",
                     v
                 );
-                return;
+                return false;
             }
         }
     }
     if let Err(e) = sigaction::install(sigsys::handler as *const () as usize) {
         log::warn(format_args!("{}; raw-syscall interception disabled", e));
-        return;
+        return false;
     }
     match seccomp::install_base() {
-        Ok(()) => plog!("seccomp trap path active"),
+        Ok(()) => {
+            plog!("seccomp trap path active");
+            true
+        }
         Err(e) => {
             sigaction::uninstall();
             log::warn(format_args!("{}; raw-syscall interception disabled", e));
+            false
         }
     }
 }
 
-extern "C" fn constructor() {
-    let _ = std::panic::catch_unwind(init);
+/// glibc calls `.init_array` functions with `argc, argv, envp`.
+extern "C" fn constructor(
+    _argc: core::ffi::c_int,
+    _argv: *mut *mut core::ffi::c_char,
+    envp: *mut *mut core::ffi::c_char,
+) {
+    let _ = std::panic::catch_unwind(|| init(envp));
 }
 
 #[used]
 #[link_section = ".init_array"]
-static CONSTRUCTOR: extern "C" fn() = constructor;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn remove_self_from_ld_preload() {
-        assert_eq!(
-            super::remove_self("/usr/local/lib/libconductor_preload.so"),
-            ""
-        );
-        assert_eq!(
-            super::remove_self("/a.so:/x/libconductor_preload.so /b.so"),
-            "/a.so:/b.so"
-        );
-    }
-}
+static CONSTRUCTOR: extern "C" fn(
+    core::ffi::c_int,
+    *mut *mut core::ffi::c_char,
+    *mut *mut core::ffi::c_char,
+) = constructor;
 
 /// Exercise every pure parser/rewriter on arbitrary bytes and check their
 /// invariants; panics on a violation. Used by the fuzz target and by the
@@ -185,6 +166,29 @@ pub fn fuzz_one(data: &[u8]) {
         assert_eq!(&copy[16..], &data[16..]);
     }
     let _ = netlink::SockaddrNl::parse(data);
+    // packet-socket sends: the address and the datagram from the same input
+    let rest = data.get(1..).unwrap_or(&[]);
+    let split = data.first().map_or(0, |b| *b as usize).min(rest.len());
+    let (addr, pkt) = rest.split_at(split);
+    for raw in [false, true] {
+        if announce::is_packet_announcement(addr, pkt, raw) {
+            let ll = announce::SockaddrLl::parse(addr).expect("announcement address");
+            assert!(raw || ll.protocol == announce::ETH_P_ARP);
+        }
+    }
+    if announce::is_gratuitous_arp(data) {
+        assert_eq!(&data[14..18], &data[24..28]);
+    }
+    // environment entries: an edit never grows LD_PRELOAD nor keeps this library
+    match environ::edit(data) {
+        environ::Edit::Replace(c) => {
+            let b = c.as_bytes();
+            assert!(b.starts_with(b"LD_PRELOAD=") && b.len() <= data.len());
+            assert!(!c.to_string_lossy().contains("libconductor_preload"));
+        }
+        environ::Edit::Drop => assert!(data.starts_with(b"LD_PRELOAD=")),
+        environ::Edit::Keep => {}
+    }
     for kind in [events::Kind::Link, events::Kind::Addr] {
         let half = data.len() / 2;
         let a = events::Table::from_messages(kind, [&data[..half]]);
@@ -241,7 +245,19 @@ mod fuzz_loop {
             crate::netlink::make_done(3, 4),
             crate::netlink::doorbell_request().to_vec(),
             crate::netlink::dump_request(crate::netlink::RTM_GETLINK, 9),
+            b"LD_PRELOAD=/a.so /l/libconductor_preload.so:/b.so".to_vec(),
         ];
+        // a sockaddr_ll (length-prefixed, see fuzz_one) and moby's unsolicited ARP
+        let mut arp = vec![20u8, 17, 0, 8, 6, 7, 0, 0, 0, 1, 0, 0, 6];
+        arp.extend_from_slice(&[0xff; 8]);
+        arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 2, 0x42, 0xac, 0x11, 0, 2]);
+        arp.extend_from_slice(&[172, 17, 0, 2, 0, 0, 0, 0, 0, 0, 172, 17, 0, 2]);
+        assert!(crate::announce::is_packet_announcement(
+            &arp[1..21],
+            &arp[21..],
+            false
+        ));
+        seeds.push(arp);
         let mut link = vec![0u8; 32];
         link.extend_from_slice(&[7, 0, 3, 0, b'l', b'o', 0, 0, 8, 0, 19, 0, 1, 0, 0, 0]);
         let l = link.len() as u32;

@@ -11,6 +11,7 @@
 
 use crate::events::{Kind, Table};
 use crate::netlink::{self, messages, NlHdr};
+use crate::stats::{self, Counter};
 use crate::{seccomp, sys};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -43,9 +44,14 @@ pub struct Sub {
     pub fd: i32,
     dup: i32,
     mon: i32,
+    /// One dump at a time on `mon`: two would read each other's answers
+    /// (the event thread polls while a bind takes its baseline).
+    mon_lock: Mutex<()>,
     /// Whether the program's reads of this fd reach the preload (always
     /// for the libc path; for the SIGSYS path once a read filter is in).
     covered: AtomicBool,
+    /// No read filter could be added (the cap is reached): not retried.
+    cover_failed: AtomicBool,
     groups: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -87,10 +93,55 @@ pub fn get(fd: i32) -> Option<Arc<Sub>> {
     REG.lock().ok()?.iter().find(|s| s.fd == fd).cloned()
 }
 
+/// Forget one registration (its fd was closed or now names another file),
+/// leaving any newer one for the same fd number alone.
+fn remove_exact(sub: &Arc<Sub>) {
+    let still_marked = match REG.lock() {
+        Ok(mut r) => {
+            r.retain(|s| !Arc::ptr_eq(s, sub));
+            r.iter().any(|s| s.fd == sub.fd)
+        }
+        Err(_) => return,
+    };
+    if !still_marked {
+        set_mark(sub.fd, false);
+    }
+    if let Ok(mut i) = sub.inner.lock() {
+        i.closed = true;
+        i.queue.clear();
+    }
+    crate::plog!("fd {}: closed by the program, forgotten", sub.fd);
+    sub.wake();
+}
+
+impl Sub {
+    /// Whether the program's fd still names the socket this state is for.
+    fn alive(&self) -> bool {
+        sys::same_file(self.fd, self.dup)
+    }
+
+    /// After the program closed its fd: a thread still blocked reading the
+    /// socket (the kernel keeps it while the read lasts) would wait forever,
+    /// since no event reaches a forgotten socket. Ring it once: the reader
+    /// wakes, finds nothing queued and reads the closed fd (EBADF), as on
+    /// Linux the next multicast event would have woken it.
+    pub fn wake(&self) {
+        let _ = sys::send(self.dup, &netlink::doorbell_request(), libc::MSG_DONTWAIT);
+    }
+}
+
 /// Forget `fd` (closed or replaced by the program).
 pub fn remove(fd: i32) {
+    for s in unregister(fd) {
+        s.wake();
+    }
+}
+
+/// The program closes `fd`: forget it and, once the close is done, call
+/// `wake` on what is returned.
+pub fn unregister(fd: i32) -> Vec<Arc<Sub>> {
     if !marked(fd) {
-        return;
+        return Vec::new();
     }
     set_mark(fd, false);
     let gone = match REG.lock() {
@@ -101,13 +152,14 @@ pub fn remove(fd: i32) {
         }
         Err(_) => Vec::new(),
     };
-    for s in gone {
+    for s in &gone {
         if let Ok(mut i) = s.inner.lock() {
             i.closed = true;
             i.queue.clear();
         }
         crate::plog!("fd {}: forgotten", fd);
     }
+    gone
 }
 
 /// Run a dump on a private socket and return its messages (raw, one per entry).
@@ -117,7 +169,12 @@ pub fn dump(mon: i32, ty: u16) -> Result<Vec<Vec<u8>>, i32> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     loop {
-        let n = sys::recv(mon, &mut buf, 0)?;
+        // gVisor ends a blocking netlink read with EINTR when a signal
+        // arrives, even one blocked here: retry, as SA_RESTART would
+        let n = match sys::recv(mon, &mut buf, 0) {
+            Err(libc::EINTR) => continue,
+            r => r?,
+        };
         for m in messages(&buf[..n]) {
             if m.hdr.seq != seq {
                 continue;
@@ -140,7 +197,13 @@ fn table(mon: i32, kind: Kind) -> Option<Table> {
         Kind::Link => netlink::RTM_GETLINK,
         Kind::Addr => netlink::RTM_GETADDR,
     };
-    let msgs = dump(mon, ty).ok()?;
+    let msgs = match dump(mon, ty) {
+        Ok(m) => m,
+        Err(e) => {
+            crate::plog!("dump type {} failed (errno {})", ty, e);
+            return None;
+        }
+    };
     Some(Table::from_messages(
         kind,
         msgs.iter().map(|m| m.as_slice()),
@@ -175,7 +238,11 @@ fn needs_addrs(groups: u64) -> bool {
 /// Get or create state for `fd`. `watch`: keep a dump socket for events.
 fn ensure(fd: i32, watch: bool, trap: bool) -> Option<Arc<Sub>> {
     if let Some(s) = get(fd) {
-        return Some(s);
+        // a close the preload did not see (no read filter, dup2) left it
+        if s.alive() {
+            return Some(s);
+        }
+        remove_exact(&s);
     }
     let dup = sys::dup_cloexec(fd).ok()?;
     let mon = if watch {
@@ -193,7 +260,9 @@ fn ensure(fd: i32, watch: bool, trap: bool) -> Option<Arc<Sub>> {
         fd,
         dup,
         mon,
+        mon_lock: Mutex::new(()),
         covered: AtomicBool::new(!trap),
+        cover_failed: AtomicBool::new(false),
         groups: AtomicU64::new(0),
         inner: Mutex::new(Inner {
             queue: VecDeque::new(),
@@ -213,8 +282,13 @@ pub fn degrade(fd: i32, groups: u64, trap: bool) -> bool {
     let Some(sub) = ensure(fd, true, trap) else {
         return false;
     };
-    if sub.mon < 0 || !sub.cover() {
+    if sub.mon < 0 {
         return false;
+    }
+    // Without a read filter (the cap is reached) link events still arrive,
+    // echoed by the kernel; queued ones (removals, addresses) cannot.
+    if !sub.cover() {
+        crate::plog!("fd {}: no read filter left: link events by echo only", fd);
     }
     let all = sub.groups.fetch_or(groups, Ordering::AcqRel) | groups;
     let want_links = all & netlink::GRP_LINK != 0;
@@ -224,12 +298,12 @@ pub fn degrade(fd: i32, groups: u64, trap: bool) -> bool {
         Err(_) => return false,
     };
     let links = if want_links && !have_links {
-        table(sub.mon, Kind::Link)
+        sub.table(Kind::Link)
     } else {
         None
     };
     let addrs = if want_addrs && !have_addrs {
-        table(sub.mon, Kind::Addr)
+        sub.table(Kind::Addr)
     } else {
         None
     };
@@ -250,6 +324,12 @@ pub fn undegrade(fd: i32, groups: u64) {
     if let Some(s) = get(fd) {
         s.groups.fetch_and(!groups, Ordering::AcqRel);
     }
+}
+
+/// Whether a datagram queued for `fd` would reach the program (its reads
+/// go through the preload).
+pub fn can_deliver(fd: i32, trap: bool) -> bool {
+    ensure(fd, false, trap).is_some_and(|s| s.cover())
 }
 
 /// Queue a datagram for the program's next read of `fd` and ring.
@@ -274,8 +354,12 @@ impl Sub {
         if self.covered.load(Ordering::Acquire) {
             return true;
         }
+        if self.cover_failed.load(Ordering::Acquire) {
+            return false;
+        }
         let ok = seccomp::cover_fd(self.fd);
         self.covered.store(ok, Ordering::Release);
+        self.cover_failed.store(!ok, Ordering::Release);
         ok
     }
 
@@ -305,6 +389,22 @@ impl Sub {
         }
     }
 
+    /// A dump of `kind` on this state's private socket.
+    fn table(&self, kind: Kind) -> Option<Table> {
+        let _one = self.mon_lock.lock().ok()?;
+        table(self.mon, kind)
+    }
+
+    /// The preload's own duplicate of the program's socket.
+    pub fn dup(&self) -> i32 {
+        self.dup
+    }
+
+    /// Whether the program closed the socket (the state is forgotten).
+    pub fn closed(&self) -> bool {
+        self.inner.lock().map(|i| i.closed).unwrap_or(true)
+    }
+
     /// Take (or, with `peek`, copy) the next queued datagram.
     pub fn take(&self, peek: bool) -> Option<Queued> {
         let mut i = self.inner.lock().ok()?;
@@ -324,12 +424,12 @@ impl Sub {
             return;
         }
         let links = if groups & netlink::GRP_LINK != 0 {
-            table(self.mon, Kind::Link)
+            self.table(Kind::Link)
         } else {
             None
         };
         let addrs = if needs_addrs(groups) {
-            table(self.mon, Kind::Addr)
+            self.table(Kind::Addr)
         } else {
             None
         };
@@ -408,8 +508,23 @@ fn poller() {
             Ok(r) => r.iter().filter(|s| s.mon >= 0).cloned().collect(),
             Err(_) => continue,
         };
+        // A watched socket's close is seen only through a read filter or
+        // the libc hook; reap those the program closed (or replaced) anyway.
+        let (subs, gone): (Vec<_>, Vec<_>) = subs.into_iter().partition(|s| s.alive());
+        for s in &gone {
+            remove_exact(s);
+        }
+        let t0 = if stats::on() && !subs.is_empty() {
+            stats::now()
+        } else {
+            0
+        };
         for s in subs {
             s.poll();
+        }
+        if t0 != 0 {
+            stats::add(Counter::Polls, 1);
+            stats::add(Counter::PollNs, stats::now().saturating_sub(t0));
         }
     }
 }

@@ -218,6 +218,21 @@ pub fn netlink_portid(fd: i32) -> u32 {
     u32::from_ne_bytes([a[4], a[5], a[6], a[7]])
 }
 
+/// Whether two descriptors name the same open socket or file (same device
+/// and inode); false if either is not open.
+pub fn same_file(a: i32, b: i32) -> bool {
+    let id = |fd: i32| {
+        // SAFETY: an all-zero stat is valid plain data for fstat to fill.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        let r = syscall6(
+            libc::SYS_fstat,
+            [fd as usize, &mut st as *mut libc::stat as usize, 0, 0, 0, 0],
+        );
+        (r == 0).then_some((st.st_dev, st.st_ino))
+    };
+    matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
+}
+
 pub fn dup_cloexec(fd: i32) -> Result<i32, i32> {
     res(syscall6(
         libc::SYS_fcntl,

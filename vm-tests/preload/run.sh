@@ -184,6 +184,17 @@ else
     fail go-subscribe-in-netns "cannot create netns $NS"
 fi
 
+# 2c. moby >= 28 subscribes for every interface it brings up and closes the
+# subscription when the link is up, on changing fd numbers: 40 of them
+# (more than the 32 read filters the preload adds; beyond those, link
+# events still arrive, echoed by the kernel) must each see their link, and
+# nothing the preload keeps for them may outlive them (no descriptor leak,
+# no reader left blocked on a closed socket).
+ch=$(timeout 60 env LD_PRELOAD="$LIB" "$NLSUB" churn -n 40 2>&1)
+echo "# subscription churn with preload: $ch"
+case "$ch" in "ok subscriptions=40 leaked_fds=0"|"ok subscriptions=40 leaked_fds=-"*) ok go-subscription-churn ;;
+    *) fail go-subscription-churn "$ch" ;; esac
+
 # 5. children of a preloaded program are unaffected
 c0=$(timeout 20 "$NLSUB" children 2>&1)
 c1=$(timeout 20 env LD_PRELOAD="$LIB" "$NLSUB" children 2>&1)
@@ -207,6 +218,39 @@ else
     case "$s1" in "[] rc=124 ") ok child-of-c-host-unaffected ;;
         *) fail child-of-c-host-unaffected "$s1" ;; esac
 fi
+
+# 5b. no child or grandchild of a preloaded host loads the preload, whatever
+# the host does with its environment: bash (its own getenv/setenv/unsetenv
+# and variable table), dash, python3 (non-PIE) and a Go program (reads the
+# initial environment array itself). Each host prints how many mappings of
+# the library it, a child (grep) and a grandchild (sh -> grep) have.
+P=libconductor_preload
+SHPROBE='echo "self=$(grep -c '$P' /proc/$$/maps) child=$(grep -c '$P' /proc/self/maps) grandchild=$(sh -c "grep -c '$P' /proc/self/maps; :")"'
+PYPROBE='import subprocess as s
+L = "'$P'"
+r = lambda a: s.run(a, capture_output=True, text=True).stdout.strip()
+print("self=%d child=%s grandchild=%s" % (open("/proc/self/maps").read().count(L), r(["grep", "-c", L, "/proc/self/maps"]), r(["sh", "-c", "grep -c " + L + " /proc/self/maps; :"])))'
+for host in bash dash python3 go; do
+    case $host in
+        bash|dash) out=$(LD_PRELOAD=$LIB /bin/$host -c "$SHPROBE" 2>&1) ;;
+        python3) out=$(LD_PRELOAD=$LIB /usr/bin/python3 -c "$PYPROBE" 2>&1) ;;
+        go) out=$(timeout 20 env LD_PRELOAD="$LIB" "$NLSUB" maps-probe 2>&1) ;;
+    esac
+    case "$out" in
+        "self=0 "*) fail "children-of-$host-host" "the host itself did not load the preload: $out" ;;
+        "self="*" child=0 grandchild=0") ok "children-of-$host-host" ;;
+        *) fail "children-of-$host-host" "$out" ;;
+    esac
+done
+# ... except where it is meant for them: a non-PIE host (python3) that opted
+# in to the trap path keeps it for its children, which may be non-PIE
+# programs mapped where its filter traps
+out=$(LD_PRELOAD=$LIB CONDUCTOR_PRELOAD_NONPIE=1 CONDUCTOR_PRELOAD_FORCE=1 /usr/bin/python3 -c "$PYPROBE" 2>&1)
+case "$out" in
+    "self="*" child=0 "*|"self=0 "*) fail nonpie-trap-host-keeps-preload-for-children "$out" ;;
+    "self="*) ok nonpie-trap-host-keeps-preload-for-children ;;
+    *) fail nonpie-trap-host-keeps-preload-for-children "$out" ;;
+esac
 
 # Refused requests: with the preload the same commands succeed in gVisor; on
 # the kernel the outcome is identical with and without it.
@@ -247,6 +291,47 @@ if [ "$ENVNAME" = gvisor ]; then
         fail go-refused-requests-answered "$w1"
 else
     [ "$w0" = "$w1" ] && ok go-refused-requests-kernel-identical || fail go-refused-requests-kernel-identical "without: $w0 with: $w1"
+fi
+
+# moby >= 28 announces each container address: an unsolicited ARP written
+# on a packet socket (gVisor refuses the write: EOPNOTSUPP, which fails the
+# container start) and an unsolicited neighbour advertisement on a raw
+# ICMPv6 socket (accepted). With the preload the ARP is reported as sent;
+# an ordinary ARP request keeps its refusal. Through Go's raw syscalls (the
+# SIGSYS path) and through libc (python3's socket.sendto, the hook path).
+n=an$$
+LINKS="$LINKS ${n}a"
+ip link add "${n}a" type veth peer name "${n}b" && ip addr add 10.88.0.2/24 dev "${n}a" &&
+    ip -6 addr add fd00:88::2/64 dev "${n}a" nodad && ip link set "${n}a" up && ip link set "${n}b" up
+a0=$(timeout 20 "$NLSUB" announce "${n}a" 10.88.0.2 fd00:88::2 2>&1)
+a1=$(timeout 20 env LD_PRELOAD="$LIB" "$NLSUB" announce "${n}a" 10.88.0.2 fd00:88::2 2>&1)
+a2=$(timeout 20 env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 "$NLSUB" announce "${n}a" 10.88.0.2 fd00:88::2 2>&1)
+ARPPY='import socket, sys
+ip = socket.inet_aton("10.88.0.2")
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+pkt = bytes([0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 2]) + ip + bytes(6) + ip
+try:
+    s.sendto(pkt, (sys.argv[1], 0x0806, 0, 1, b"\xff" * 6))
+    print("arp=<nil>")
+except OSError as e:
+    print("arp=" + e.strerror.lower())'
+p0=$(/usr/bin/python3 -c "$ARPPY" "${n}a" 2>&1)
+p1=$(LD_PRELOAD=$LIB /usr/bin/python3 -c "$ARPPY" "${n}a" 2>&1)
+ip link del "${n}a" 2>/dev/null
+echo "# announcements without preload: go: $a0 / python3: $p0"
+echo "# announcements with preload:    go: $a1 / python3: $p1"
+if [ "$ENVNAME" = gvisor ]; then
+    case "$a0" in "arp=operation not supported "*) ok unsolicited-arp-refused-without-preload ;;
+        *) fail unsolicited-arp-refused-without-preload "$a0" ;; esac
+    [ "$a1" = "arp=<nil> arp-request=operation not supported na=<nil>" ] && ok go-unsolicited-arp-reported-sent ||
+        fail go-unsolicited-arp-reported-sent "$a1"
+    [ "$p0" = "arp=operation not supported" ] && [ "$p1" = "arp=<nil>" ] && ok libc-unsolicited-arp-reported-sent ||
+        fail libc-unsolicited-arp-reported-sent "without: $p0 with: $p1"
+else
+    [ "$a0" = "arp=<nil> arp-request=<nil> na=<nil>" ] && [ "$a1" = "$a0" ] && [ "$a2" = "$a0" ] &&
+        ok announcements-kernel-identical || fail announcements-kernel-identical "without: $a0 with: $a1 forced: $a2"
+    [ "$p0" = "arp=<nil>" ] && [ "$p1" = "$p0" ] && ok libc-announcement-kernel-identical ||
+        fail libc-announcement-kernel-identical "without: $p0 with: $p1"
 fi
 
 # CONDUCTOR_PRELOAD=off leaves the program untouched

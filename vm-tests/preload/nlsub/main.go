@@ -13,6 +13,17 @@
 //	nlsub bench [-n N]       ns per getppid and per netlink setsockopt
 //	nlsub children           spawn children (itself in "plain" mode, and a
 //	                         shell printing LD_PRELOAD) and report on them
+//	nlsub bench-fds -n N K   ns per getppid and per 4 KiB read after K link
+//	                         subscriptions on K distinct fd numbers (each
+//	                         degraded one adds a read filter inside gVisor)
+//	nlsub churn -n K         moby >= 28's pattern, K times, each on another fd
+//	                         number: subscribe (ListExisting), wait for a new
+//	                         link's event, close; report leaked descriptors
+//	nlsub maps-probe         how many mappings of the preload this program,
+//	                         a child (grep) and a grandchild (sh -> grep) have
+//	nlsub announce IF IP4 IP6  send an unsolicited ARP and an unsolicited
+//	                         neighbour advertisement for IF the way moby >= 28
+//	                         does (libnetwork/internal/l2disco), print errors
 package main
 
 // #include <stdlib.h>
@@ -30,6 +41,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -271,6 +283,117 @@ func children() {
 	fmt.Printf("child-sh: %s (exit: %v)\n", strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", " "), err)
 }
 
+// benchFds: the cost of the per-fd read filters a long-running program
+// accumulates (one per distinct fd number of a degraded subscription).
+func benchFds(n, k int) {
+	runtime.LockOSThread()
+	var keep []int
+	for i := 0; i < k; i++ {
+		ch := make(chan netlink.LinkUpdate, 16)
+		if err := netlink.LinkSubscribe(ch, make(chan struct{})); err != nil {
+			fail("subscribe %d: %v", i, err)
+		}
+		// a spare fd so that the next subscription gets another number
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			fail("socket: %v", err)
+		}
+		keep = append(keep, fd)
+	}
+	t := time.Now()
+	for i := 0; i < n; i++ {
+		syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
+	}
+	ppid := float64(time.Since(t).Nanoseconds()) / float64(n)
+	zero, err := os.Open("/dev/zero")
+	if err != nil {
+		fail("open /dev/zero: %v", err)
+	}
+	zb := make([]byte, 4096)
+	t = time.Now()
+	for i := 0; i < n/4; i++ {
+		syscall.Read(int(zero.Fd()), zb)
+	}
+	rd := float64(time.Since(t).Nanoseconds()) / float64(n/4)
+	fmt.Printf("subscriptions=%d getppid_ns=%.1f read4k_ns=%.1f\n", k, ppid, rd)
+	_ = keep
+}
+
+func countFds() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		fail("read /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
+
+// churn: a long-running dockerd >= 28 subscribes to link events for every
+// interface it brings up and closes the subscription once the link is up,
+// on whatever fd number is free; with containers coming and going those
+// numbers keep changing. Every subscription must still see its link, and
+// nothing the preload keeps for them may outlive them.
+func churn(k int) {
+	base := countFds()
+	var spares []int
+	for i := 0; i < k; i++ {
+		ch := make(chan netlink.LinkUpdate, 256)
+		done := make(chan struct{})
+		err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{ListExisting: true})
+		if err != nil {
+			fail("subscribe %d: %v", i, err)
+		}
+		name := fmt.Sprintf("ch%d_%d", os.Getpid()%1000, i)
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+		if err := netlink.LinkAdd(br); err != nil {
+			fail("add %s: %v", name, err)
+		}
+		timeout := time.After(3 * time.Second)
+		for got := false; !got; {
+			select {
+			case u, ok := <-ch:
+				if !ok {
+					fail("subscription %d ended early", i)
+				}
+				got = u.Attrs().Name == name
+			case <-timeout:
+				fail("subscription %d: no event for %s within 3s", i, name)
+			}
+		}
+		netlink.LinkDel(br)
+		close(done)
+		// a spare descriptor, so that the next subscription gets another number
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			fail("socket: %v", err)
+		}
+		spares = append(spares, fd)
+	}
+	for _, fd := range spares {
+		unix.Close(fd)
+	}
+	// blocked readers wake and the preload reaps closed sockets within a
+	// poll period or two
+	leaked := 0
+	for t := 0; t < 20; t++ {
+		time.Sleep(50 * time.Millisecond)
+		if leaked = countFds() - base; leaked <= 0 {
+			break
+		}
+	}
+	fmt.Printf("ok subscriptions=%d leaked_fds=%d\n", k, leaked)
+}
+
+// mapsProbe: the Go parent of the "children of hosts" test: does the
+// preload reach a child or a grandchild of a preloaded Go program?
+func mapsProbe() {
+	const lib = "libconductor_preload"
+	self, _ := os.ReadFile("/proc/self/maps")
+	child, _ := exec.Command("grep", "-c", lib, "/proc/self/maps").Output()
+	grand, _ := exec.Command("sh", "-c", "grep -c "+lib+" /proc/self/maps; :").Output()
+	fmt.Printf("self=%d child=%s grandchild=%s\n", strings.Count(string(self), lib),
+		strings.TrimSpace(string(child)), strings.TrimSpace(string(grand)))
+}
+
 // bench: ns per unrelated syscall (getppid) and per netlink setsockopt,
 // which the preload traps (SOL_NETLINK) and passes through.
 func bench(n int) {
@@ -323,6 +446,68 @@ func bench(n int) {
 	fmt.Printf("getppid_ns=%.1f read4k_ns=%.1f netlink_setsockopt_ns=%.1f getppid_subscribed_ns=%s\n", ppid, rd, sso, sub)
 }
 
+// announce: moby >= 28 announces every address it puts in a container: an
+// unsolicited ARP written on an AF_PACKET/SOCK_DGRAM socket with sendto to
+// a sockaddr_ll, and an unsolicited neighbour advertisement sent with
+// sendmsg (hop limit and source in control messages) on a raw ICMPv6 socket
+// bound to ::1. Same system calls, same arguments.
+func announce(ifname, ip4, ip6 string) {
+	link, err := netlink.LinkByName(ifname)
+	if err != nil {
+		fail("LinkByName %s: %v", ifname, err)
+	}
+	mac := link.Attrs().HardwareAddr
+	idx := link.Attrs().Index
+	res := []string{}
+	sd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		res = append(res, fmt.Sprintf("arp-socket=%v", err))
+	} else {
+		ip := net.ParseIP(ip4).To4()
+		pkt := []byte{0, 1, 8, 0, 6, 4, 0, 1}
+		pkt = append(pkt, mac...)
+		pkt = append(pkt, ip...)
+		pkt = append(pkt, 0, 0, 0, 0, 0, 0)
+		pkt = append(pkt, ip...)
+		sa := &unix.SockaddrLinklayer{Protocol: 0x0608, Ifindex: idx, Hatype: unix.ARPHRD_ETHER, Halen: 6}
+		copy(sa.Addr[:], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		res = append(res, fmt.Sprintf("arp=%v", unix.Sendto(sd, pkt, 0, sa)))
+		// a resolution request (target differs) is not an announcement:
+		// the preload must leave its outcome alone
+		other := append([]byte{}, pkt...)
+		other[27]++
+		res = append(res, fmt.Sprintf("arp-request=%v", unix.Sendto(sd, other, 0, sa)))
+		unix.Close(sd)
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
+	if err != nil {
+		res = append(res, fmt.Sprintf("na-socket=%v", err))
+	} else {
+		defer unix.Close(fd)
+		_ = unix.Bind(fd, &unix.SockaddrInet6{Addr: [16]byte{15: 1}})
+		src := net.ParseIP(ip6).To16()
+		na := []byte{136, 0, 0, 0, 0x20, 0, 0, 0}
+		na = append(na, src...)
+		na = append(na, 2, 1)
+		na = append(na, mac...)
+		oob := make([]byte, unix.CmsgSpace(4)+unix.CmsgSpace(20))
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT
+		h.SetLen(unix.CmsgLen(4))
+		*(*int32)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = 255
+		h2 := (*unix.Cmsghdr)(unsafe.Pointer(&oob[unix.CmsgSpace(4)]))
+		h2.Level, h2.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
+		h2.SetLen(unix.CmsgLen(20))
+		pi := oob[unix.CmsgSpace(4)+unix.CmsgLen(0):]
+		copy(pi[:16], src)
+		*(*uint32)(unsafe.Pointer(&pi[16])) = uint32(idx)
+		dst := &unix.SockaddrInet6{Addr: [16]byte{0: 0xff, 1: 2, 15: 1}}
+		_, err = unix.SendmsgN(fd, na, oob, dst, 0)
+		res = append(res, fmt.Sprintf("na=%v", err))
+	}
+	fmt.Println(strings.Join(res, " "))
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fail("usage: nlsub subscribe [-n N] | plain | children")
@@ -355,6 +540,26 @@ func main() {
 		bench(n)
 	case "children":
 		children()
+	case "bench-fds":
+		if len(os.Args) < 5 || os.Args[2] != "-n" {
+			fail("usage: nlsub bench-fds -n N K")
+		}
+		n, _ := strconv.Atoi(os.Args[3])
+		k, _ := strconv.Atoi(os.Args[4])
+		benchFds(n, k)
+	case "churn":
+		if len(os.Args) < 4 || os.Args[2] != "-n" {
+			fail("usage: nlsub churn -n K")
+		}
+		k, _ := strconv.Atoi(os.Args[3])
+		churn(k)
+	case "maps-probe":
+		mapsProbe()
+	case "announce":
+		if len(os.Args) < 5 {
+			fail("usage: nlsub announce IFNAME IPV4 IPV6")
+		}
+		announce(os.Args[2], os.Args[3], os.Args[4])
 	default:
 		fail("unknown mode %s", os.Args[1])
 	}
