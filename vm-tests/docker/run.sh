@@ -160,7 +160,7 @@ rows() {
     out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://www/" 2>&1)
     r alias "$out"
     out=$(d run --rm --network ${P}net bb sh -c "
-        httpd -p 8081 -h /www; i=0
+        i=0
         while [ \$i -lt 50 ] && ! nslookup \$(hostname) >/dev/null 2>&1; do i=\$((i+1)); sleep 0.1; done
         nslookup \$(hostname) >/dev/null 2>&1 && echo resolvable-at-start" 2>&1)
     r self-name "$out"
@@ -175,7 +175,9 @@ rows() {
     out=$(d run --rm bb sh -c "timeout 10 wget -q -O- http://203.0.113.10/" 2>&1)
     r egress-default-bridge "$out"
     # a small app: a db-like service, a web service that asks it, a client
-    d run -d --name db --network ${P}net bb sh -c 'while true; do echo db-row-42 | nc -l -p 5432; done' >/dev/null 2>&1
+    # One process per container: inside gVisor a container's other
+    # processes outlive its main one (and keep its namespace and veth).
+    d run -d --name db --network ${P}net bb nc -lk -p 5432 -e echo db-row-42 >/dev/null 2>&1
     d run -d --name app --network ${P}net bb sh -c 'mkdir -p /cgi-bin; printf "#!/bin/sh\necho Content-Type: text/plain; echo; nc db 5432 </dev/null\n" > /cgi-bin/row; chmod +x /cgi-bin/row; httpd -f -p 80 -h /' >/dev/null 2>&1
     out=""
     for _ in 1 2 3 4 5; do

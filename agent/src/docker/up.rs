@@ -37,6 +37,8 @@ pub struct UpRecord {
     pub pid: Option<i32>,
     pub docker_socket: PathBuf,
     pub run_dir: PathBuf,
+    #[serde(default)]
+    pub data_root: PathBuf,
     pub cgroups: CgroupMounts,
     /// The netd socket used (to register with, or started on).
     pub netd_socket: Option<PathBuf>,
@@ -320,6 +322,7 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
         pid: None,
         docker_socket: plan.docker_socket.clone(),
         run_dir: plan.run_dir.clone(),
+        data_root: plan.data_root.clone(),
         cgroups: CgroupMounts::default(),
         netd_socket: None,
         registered: false,
@@ -510,6 +513,12 @@ async fn undo(record: &UpRecord) -> Result<Vec<String>> {
             }
         }
     }
+    // A dockerd that had to be killed leaves its mounts: container
+    // namespaces under the exec root (which keep their veths alive) and
+    // its own bind mount of the data root.
+    for f in unmount_under(&[record.run_dir.join("exec"), record.data_root.clone()]) {
+        failures.push(Error::Internal(f));
+    }
     let _ = std::fs::remove_dir_all(record.run_dir.join("exec"));
     let _ = std::fs::remove_file(UpRecord::path(&record.run_dir));
     Error::collect(format!("docker down {}", record.name), failures)?;
@@ -559,4 +568,27 @@ fn reap(pid: i32) {
         nix::unistd::Pid::from_raw(pid),
         Some(nix::sys::wait::WaitPidFlag::WNOHANG),
     );
+}
+
+/// Unmount every mount at or below the given folders, deepest first.
+fn unmount_under(roots: &[PathBuf]) -> Vec<String> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(PathBuf::from)
+        .filter(|p| roots.iter().any(|r| !r.as_os_str().is_empty() && p.starts_with(r)))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    let mut failures = Vec::new();
+    for p in points {
+        match nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => failures.push(format!("unmount {}: {}", p.display(), e.desc())),
+        }
+    }
+    failures
 }
