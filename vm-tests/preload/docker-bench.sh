@@ -89,9 +89,15 @@ start_series() {
 
 # TRAP_US: one SIGSYS round trip (trap, handler entry and return), measured
 # here with nlsub: a trapped setsockopt minus the same call untrapped
+# (medians of 5 alternating runs)
 trap_cost() {
-    w0=$("$BIN/nlsub" bench -n 20000 | sed -n 's/.*netlink_setsockopt_ns=\([0-9.]*\).*/\1/p')
-    w1=$(env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 "$BIN/nlsub" bench -n 20000 | sed -n 's/.*netlink_setsockopt_ns=\([0-9.]*\).*/\1/p')
+    sso() { sed -n 's/.*netlink_setsockopt_ns=\([0-9.]*\).*/\1/p'; }
+    : >"$T/t0"; : >"$T/t1"
+    for _ in 1 2 3 4 5; do
+        "$BIN/nlsub" bench -n 40000 | sso >>"$T/t0"
+        env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 "$BIN/nlsub" bench -n 40000 | sso >>"$T/t1"
+    done
+    w0=$(pct 0.5 <"$T/t0"); w1=$(pct 0.5 <"$T/t1")
     TRAP_US=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
     echo "one trapped call costs $TRAP_US us more than the same call untrapped ($ENVNAME; $w0 -> $w1 ns)"
 }
