@@ -1,6 +1,8 @@
 # Benchmarks of docker.sh (sourced by it: uses start_daemon, stop_daemon, d).
 #   bench       dockerd start-to-ready, BENCH_RUNS alternating runs without
-#               and with the preload (DOCKER_VERSIONS, default 20)
+#               and with the preload (DOCKER_VERSIONS, default 20); with
+#               BASELINE_LIB=/path/libconductor_preload.so, with that build
+#               instead of without (a regression check between two builds)
 #   bench-start container start-to-running: `docker run -d` until it
 #               returns (the container is running then), BENCH_RUNS runs
 #               each for dockerd 20.10 without and with the preload and
@@ -13,11 +15,15 @@ pct() { sort -n | awk -v q="$1" '{ a[NR] = $1 } END { i = int(q * NR + 0.999999)
 
 bench_ready() {
     runs=${BENCH_RUNS:-5}
+    # BASELINE_LIB: compare with another build of the library instead of
+    # without the preload
+    first=without
+    [ -n "${BASELINE_LIB:-}" ] && first=baseline
     for ver in ${DOCKER_VERSIONS:-20}; do
         : >"$T/b0"; : >"$T/b1"
         run=0
         while [ $run -lt "$runs" ]; do
-            for m in without with; do
+            for m in $first with; do
                 start_daemon "b$ver$m$run" "$ver" "$m"
                 if [ "$READY" = never-ready ]; then
                     echo "dockerd $ver ($m the preload) never became ready:" >&2
@@ -25,13 +31,13 @@ bench_ready() {
                     stop_daemon
                     exit 1
                 fi
-                [ $m = without ] && echo "$READY" >>"$T/b0" || echo "$READY" >>"$T/b1"
+                [ $m = with ] && echo "$READY" >>"$T/b1" || echo "$READY" >>"$T/b0"
                 stop_daemon
             done
             run=$((run + 1))
         done
         m0=$(pct 0.5 <"$T/b0"); m1=$(pct 0.5 <"$T/b1")
-        echo "dockerd $ver start-to-ready ($ENVNAME): without $m0 ms [$(tr '\n' ' ' <"$T/b0")], with $m1 ms [$(tr '\n' ' ' <"$T/b1")], difference $(awk -v a="$m0" -v b="$m1" 'BEGIN { printf "%.1f", (b - a) * 100 / a }') %"
+        echo "dockerd $ver start-to-ready ($ENVNAME): ${BASELINE_LIB:+with the baseline library }${BASELINE_LIB:-without} $m0 ms [$(tr '\n' ' ' <"$T/b0")], with $m1 ms [$(tr '\n' ' ' <"$T/b1")], difference $(awk -v a="$m0" -v b="$m1" 'BEGIN { printf "%.1f", (b - a) * 100 / a }') %"
     done
 }
 
@@ -89,9 +95,15 @@ start_series() {
 
 # TRAP_US: one SIGSYS round trip (trap, handler entry and return), measured
 # here with nlsub: a trapped setsockopt minus the same call untrapped
+# (medians of 5 alternating runs)
 trap_cost() {
-    w0=$("$BIN/nlsub" bench -n 20000 | sed -n 's/.*netlink_setsockopt_ns=\([0-9.]*\).*/\1/p')
-    w1=$(env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 "$BIN/nlsub" bench -n 20000 | sed -n 's/.*netlink_setsockopt_ns=\([0-9.]*\).*/\1/p')
+    sso() { sed -n 's/.*netlink_setsockopt_ns=\([0-9.]*\).*/\1/p'; }
+    : >"$T/t0"; : >"$T/t1"
+    for _ in 1 2 3 4 5; do
+        "$BIN/nlsub" bench -n 40000 | sso >>"$T/t0"
+        env LD_PRELOAD="$LIB" CONDUCTOR_PRELOAD_FORCE=1 "$BIN/nlsub" bench -n 40000 | sso >>"$T/t1"
+    done
+    w0=$(pct 0.5 <"$T/t0"); w1=$(pct 0.5 <"$T/t1")
     TRAP_US=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
     echo "one trapped call costs $TRAP_US us more than the same call untrapped ($ENVNAME; $w0 -> $w1 ns)"
 }

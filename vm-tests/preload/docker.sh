@@ -88,7 +88,7 @@ cp /bin/busybox "$T/rootfs/bin/busybox"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$T/rootfs/bin/$a"; done
 echo hello-from-parent >"$T/rootfs/www/index.html"
 
-# start_daemon NAME VERSION(20|28) MODE(without|with|forced)
+# start_daemon NAME VERSION(20|28) MODE(without|with|forced|baseline)
 #   -> sets CUR, SOCK, DPID; READY = start-to-ready ms (or never-ready)
 start_daemon() {
     CUR=$T/$1
@@ -109,11 +109,13 @@ start_daemon() {
         LINE="$DOCKERD $ARGS"
     else
         [ "$3" = forced ] && FORCE=1
+        L=$LIB
+        [ "$3" = baseline ] && L=$BASELINE_LIB # bench: another build to compare with
         # The library's path is passed as both names the agent has used
         # for it (CONDUCTOR_PRELOAD, renamed CONDUCTOR_PRELOAD_PATH); only
         # conductor-netd sees them, never dockerd.
         # shellcheck disable=SC2086 # ARGS holds no spaces inside a word
-        LINE=$(CONDUCTOR_PRELOAD=$LIB CONDUCTOR_PRELOAD_PATH=$LIB "$NETD" --json preload --dockerd "$DOCKERD" -- $ARGS | jq -r .command)
+        LINE=$(CONDUCTOR_PRELOAD=$L CONDUCTOR_PRELOAD_PATH=$L "$NETD" --json preload --dockerd "$DOCKERD" -- $ARGS | jq -r .command)
         echo "$LINE" >"$CUR/preload-line"
         # the call log costs writes: only when testing
         [ "$MODE" = test ] && LOG=$CUR/preload.log
