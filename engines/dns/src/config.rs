@@ -60,8 +60,9 @@ pub struct ForwardConfig {
     pub attempt_timeout: Duration,
     /// Tries per upstream.
     pub attempts: usize,
-    /// Forwarded answers kept (positive and negative), by (name, type).
-    pub cache_size: u64,
+    /// Forwarded answers kept (positive and negative), by (name, type);
+    /// 0 turns the cache off.
+    pub cache_size: usize,
     /// Never cache a forwarded answer longer than this.
     pub max_ttl: Duration,
 }

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod config;
 mod engine;
 mod error;

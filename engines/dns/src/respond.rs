@@ -43,6 +43,8 @@ pub(crate) enum Step<F> {
     Local(Vec<u8>),
     /// Refused by a policy.
     Refused(Vec<u8>),
+    /// A forwarded name answered from the forwarding cache.
+    Cached(Vec<u8>),
     /// Needs upstream: the future gives the response.
     Forward(F),
 }
@@ -232,15 +234,21 @@ impl Responder<'_> {
             .policy
             .iter()
             .any(|p| p.check(&asked) == Verdict::Refuse)
-            || self
-                .records
-                .policies(client.scopes())
-                .iter()
-                .any(|p| p.check(&asked) == Verdict::Refuse);
+            || self.records.any_policy_refuses(client.scopes(), &asked);
         if refused {
             return Step::Refused(encode(&request, protocol, ResponseCode::Refused, &[], &[]));
         }
 
+        if let Some(hit) = self.forwarder.cached(query.name(), qtype) {
+            let bytes = encode(
+                &request,
+                protocol,
+                hit.rcode,
+                &hit.answers,
+                &hit.authorities,
+            );
+            return Step::Cached(bytes);
+        }
         let lookup = self.forwarder.lookup(owner.clone(), qtype);
         Step::Forward(async move {
             match lookup.await {
