@@ -279,6 +279,23 @@ fn main() {
         Err(e) => probe.report(false, "b-bind-lo-down-freebind", e.to_string()),
     }
     drop(b);
+
+    // What a shared listener asks for its receive queue.
+    let asked = 4usize << 20;
+    let buffer = |force: bool| {
+        use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("probe socket");
+        let set = match force {
+            true => setsockopt(&socket, sockopt::RcvBufForce, &asked),
+            false => setsockopt(&socket, sockopt::RcvBuf, &asked),
+        };
+        format!(
+            "{set:?}, reads back {:?}",
+            getsockopt(&socket, sockopt::RcvBuf)
+        )
+    };
+    println!("info receive-buffer-force-4MiB: {}", buffer(true));
+    println!("info receive-buffer-plain-4MiB: {}", buffer(false));
     let failed = probe.failed;
     drop(probe);
     std::process::exit(i32::from(failed));
