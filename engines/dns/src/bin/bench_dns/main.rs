@@ -48,6 +48,9 @@ struct Args {
     /// which the sandbox refuses).
     #[arg(long)]
     dnsmasq_preload: Option<PathBuf>,
+    /// Only the rows whose query kind contains this text.
+    #[arg(long)]
+    only: Option<String>,
     /// Skip the memory figure.
     #[arg(long)]
     no_rss: bool,
@@ -293,6 +296,9 @@ fn main() {
     ];
     let mut ratios = Vec::new();
     for (scenario, names) in scenarios {
+        if args.only.as_ref().is_some_and(|only| !scenario.contains(only.as_str())) {
+            continue;
+        }
         let mut rounds: Vec<Vec<Figures>> = servers.iter().map(|_| Vec::new()).collect();
         for _ in 0..args.rounds.max(1) {
             for (i, (_, addr)) in servers.iter().enumerate() {
@@ -325,6 +331,8 @@ fn main() {
         );
     }
     println!("stub upstream answered {} queries", stub.queries());
+    println!("engine, namespace listener: {:?}", namespace.stats());
+    println!("engine, shared listener: {:?}", shared.stats());
     drop(dnsmasq);
     runtime.block_on(async {
         namespace.close().await;
