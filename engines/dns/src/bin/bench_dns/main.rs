@@ -296,7 +296,11 @@ fn main() {
     ];
     let mut ratios = Vec::new();
     for (scenario, names) in scenarios {
-        if args.only.as_ref().is_some_and(|only| !scenario.contains(only.as_str())) {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|only| !scenario.contains(only.as_str()))
+        {
             continue;
         }
         let mut rounds: Vec<Vec<Figures>> = servers.iter().map(|_| Vec::new()).collect();
