@@ -21,6 +21,10 @@ apt-get install -y --no-install-recommends \
     containernetworking-plugins docker.io \
     golang-go golang-github-vishvananda-netlink-dev \
     build-essential pkg-config
+# dnsmasq's binary, the DNS engine benchmark's comparison (bench-dns).
+# dnsmasq-base, not dnsmasq: the latter also enables a system service that
+# takes port 53 on every interface of the machine.
+apt-get install -y --no-install-recommends dnsmasq-base
 apt-get install -y --no-install-recommends -t bookworm-backports runsc
 # Debian sid's dockerd 28.5.2, privately beside bookworm's 20.10.
 "$(dirname "$0")/install-docker28.sh"

@@ -2,8 +2,9 @@
 //! network namespace, and the engine serving a namespace through sockets
 //! opened inside it exactly as the daemon will (netns `Netns::run`). Run on
 //! the kernel and inside gVisor (`runsc do`) by engines/dns/scripts/netns-probe.sh.
-//! Prints `ok NAME: detail` / `FAIL NAME: detail`; exits 1 on any FAIL.
-//! Facts (not expectations) are printed as `info NAME: detail`.
+//! Prints `ok NAME` / `FAIL NAME: detail` (the vm-tests format, see
+//! vm-tests/dns/run.sh); exits 1 on any FAIL. Facts (not expectations) are
+//! printed as `info NAME: detail`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -138,7 +139,12 @@ struct Probe {
 
 impl Probe {
     fn report(&mut self, ok: bool, name: &str, detail: String) {
-        println!("{} {name}: {detail}", if ok { "ok" } else { "FAIL" });
+        if ok {
+            println!("ok {name}");
+            println!("info {name}: {detail}");
+        } else {
+            println!("FAIL {name}: {detail}");
+        }
         self.failed |= !ok;
     }
 
@@ -215,32 +221,46 @@ fn main() {
     let pid = std::process::id();
     let other_port = SocketAddr::new(RESOLVER.ip(), 54);
 
-    // A: a pristine namespace, lo down, nothing configured yet.
+    // A pristine namespace: lo down, nothing configured yet.
     let a = create(&format!("dns-engine-probe-a-{pid}"));
-    println!("info a-initial-lo: {}", lo_state(&a.0, &probe.runtime));
+    println!(
+        "info pristine-initial-lo: {}",
+        lo_state(&a.0, &probe.runtime)
+    );
     // gVisor creates lo up; ask for down to see whether it can be.
     let down = set_lo(&a.0, &probe.runtime, false);
     println!(
-        "info a-lo-set-down: {down:?}; {}",
+        "info pristine-lo-set-down: {down:?}; {}",
         lo_state(&a.0, &probe.runtime)
     );
     let plain = bind_in(&a.0, RESOLVER, false);
-    println!("info a-bind-lo-down: {}", describe(&plain));
+    println!("info pristine-bind-lo-down: {}", describe(&plain));
     let free = bind_in(&a.0, other_port, true);
-    println!("info a-bind-lo-down-freebind: {}", describe(&free));
+    println!("info pristine-bind-lo-down-freebind: {}", describe(&free));
     let up = set_lo(&a.0, &probe.runtime, true);
-    probe.report(up.is_ok(), "a-lo-up", format!("{up:?}"));
-    println!("info a-lo-after-up: {}", lo_state(&a.0, &probe.runtime));
+    probe.report(up.is_ok(), "pristine-lo-up", format!("{up:?}"));
+    println!(
+        "info pristine-lo-after-up: {}",
+        lo_state(&a.0, &probe.runtime)
+    );
     match plain {
-        Ok(s) => probe.serve(&a.0, s, "a-serves-through-plain-socket-bound-lo-down"),
-        Err(_) => println!("info a-serves-through-plain-socket-bound-lo-down: not bound"),
+        Ok(s) => probe.serve(
+            &a.0,
+            s,
+            "pristine-serves-through-plain-socket-bound-lo-down",
+        ),
+        Err(_) => println!("info pristine-serves-through-plain-socket-bound-lo-down: not bound"),
     }
     match free {
-        Ok(s) => probe.serve(&a.0, s, "a-serves-through-freebind-socket-bound-lo-down"),
-        Err(e) => probe.report(false, "a-bind-lo-down-freebind", e.to_string()),
+        Ok(s) => probe.serve(
+            &a.0,
+            s,
+            "pristine-serves-through-freebind-socket-bound-lo-down",
+        ),
+        Err(e) => probe.report(false, "pristine-bind-lo-down-freebind", e.to_string()),
     }
     let after = bind_in(&a.0, RESOLVER, false);
-    probe.report(after.is_ok(), "a-bind-lo-up", describe(&after));
+    probe.report(after.is_ok(), "pristine-bind-lo-up", describe(&after));
     if let Ok(s) = after {
         // Not reachable from the probe's own namespace: it is a's loopback.
         let outside = UdpSocket::bind("127.0.0.1:0").and_then(|c| {
@@ -250,35 +270,60 @@ fn main() {
         });
         probe.report(
             outside.is_err(),
-            "a-not-reachable-from-outside",
+            "pristine-not-reachable-from-outside",
             format!("{outside:?}"),
         );
-        probe.serve(&a.0, s, "a-serves-through-socket-bound-lo-up");
+        probe.serve(&a.0, s, "pristine-serves-through-socket-bound-lo-up");
     }
     drop(a);
 
-    // B: another address configured first (as when the veth comes before
+    // An addressed namespace: another address configured first (as when the veth comes before
     // lo), lo still down.
     let b = create(&format!("dns-engine-probe-b-{pid}"));
     let added = add_lo_address(&b.0, &probe.runtime, "10.99.0.1/32");
     println!(
-        "info b-address-added-lo-down: {added:?}; {}",
+        "info addressed-address-added-lo-down: {added:?}; {}",
         lo_state(&b.0, &probe.runtime)
     );
     let plain = bind_in(&b.0, RESOLVER, false);
-    println!("info b-bind-lo-down: {}", describe(&plain));
+    println!("info addressed-bind-lo-down: {}", describe(&plain));
     let free = bind_in(&b.0, other_port, true);
-    println!("info b-bind-lo-down-freebind: {}", describe(&free));
+    println!("info addressed-bind-lo-down-freebind: {}", describe(&free));
     let up = set_lo(&b.0, &probe.runtime, true);
-    probe.report(up.is_ok(), "b-lo-up", format!("{up:?}"));
+    probe.report(up.is_ok(), "addressed-lo-up", format!("{up:?}"));
     if let Ok(s) = plain {
-        probe.serve(&b.0, s, "b-serves-through-plain-socket-bound-lo-down");
+        probe.serve(
+            &b.0,
+            s,
+            "addressed-serves-through-plain-socket-bound-lo-down",
+        );
     }
     match free {
-        Ok(s) => probe.serve(&b.0, s, "b-serves-through-freebind-socket-bound-lo-down"),
-        Err(e) => probe.report(false, "b-bind-lo-down-freebind", e.to_string()),
+        Ok(s) => probe.serve(
+            &b.0,
+            s,
+            "addressed-serves-through-freebind-socket-bound-lo-down",
+        ),
+        Err(e) => probe.report(false, "addressed-bind-lo-down-freebind", e.to_string()),
     }
     drop(b);
+
+    // What a shared listener asks for its receive queue.
+    let asked = 4usize << 20;
+    let buffer = |force: bool| {
+        use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("probe socket");
+        let set = match force {
+            true => setsockopt(&socket, sockopt::RcvBufForce, &asked),
+            false => setsockopt(&socket, sockopt::RcvBuf, &asked),
+        };
+        format!(
+            "{set:?}, reads back {:?}",
+            getsockopt(&socket, sockopt::RcvBuf)
+        )
+    };
+    println!("info receive-buffer-force-4MiB: {}", buffer(true));
+    println!("info receive-buffer-plain-4MiB: {}", buffer(false));
     let failed = probe.failed;
     drop(probe);
     std::process::exit(i32::from(failed));

@@ -60,8 +60,9 @@ pub struct ForwardConfig {
     pub attempt_timeout: Duration,
     /// Tries per upstream.
     pub attempts: usize,
-    /// Forwarded answers kept (positive and negative), by (name, type).
-    pub cache_size: u64,
+    /// Forwarded answers kept (positive and negative), by (name, type);
+    /// 0 turns the cache off.
+    pub cache_size: usize,
     /// Never cache a forwarded answer longer than this.
     pub max_ttl: Duration,
 }
@@ -98,10 +99,11 @@ pub struct Limits {
     pub tcp_max_connections: usize,
     /// A TCP connection with no complete query for this long is closed.
     pub tcp_idle_timeout: Duration,
-    /// Datagrams read per system call (`recvmmsg`); each costs a 4 KiB
-    /// buffer. 1 for a namespace listener (one client); more for a shared
-    /// one, so that one flooding client cannot overflow the shared receive
-    /// queue before the engine drops its packets.
+    /// Most datagrams read per system call (`recvmmsg`; answers go out
+    /// with one `sendmmsg`). Each is a 4 KiB buffer, allocated only once a
+    /// batch came back full. More for a shared listener, so that one
+    /// flooding client cannot overflow the shared receive queue before the
+    /// engine drops its packets.
     pub udp_batch: usize,
     /// Receive buffer asked for the UDP socket (`SO_RCVBUFFORCE` when the
     /// daemon may, else `SO_RCVBUF` up to `net.core.rmem_max`); `None`
@@ -121,7 +123,7 @@ impl Default for Limits {
             max_pending: 256,
             tcp_max_connections: 16,
             tcp_idle_timeout: Duration::from_secs(5),
-            udp_batch: 1,
+            udp_batch: 8,
             udp_recv_buffer: None,
         }
     }

@@ -138,7 +138,7 @@ impl Engine {
                     .responder()
                     .answer(request, client, src.ip(), Protocol::Udp)
                 {
-                    Step::Local(bytes) | Step::Refused(bytes) => Some(bytes),
+                    Step::Local(bytes) | Step::Refused(bytes) | Step::Cached(bytes) => Some(bytes),
                     Step::Forward(_) => None,
                 }
             }

@@ -1,21 +1,23 @@
 //! Forwarding of names that are not local, through hickory-resolver.
 //!
-//! Why the resolver rather than hickory's bare client: it brings what a
-//! forwarder needs and dnsmasq has - a size-bounded, TTL-respecting cache of
-//! positive and negative answers (TTLs count down while cached), failover
+//! Why the resolver rather than hickory's bare client: it brings failover
 //! and ordering across upstreams by observed latency, retry over TCP when an
-//! answer is truncated, per-try timeouts - and it is what hickory-server's
-//! own forwarding zone uses. What it costs: answers come back per (name,
-//! type) as records plus the negative SOA, not as the upstream's raw
-//! message, so additional sections are not relayed (a stub resolver inside a
-//! container does not use them).
+//! answer is truncated, per-try timeouts, CNAME chains kept in the answer -
+//! and it is what hickory-server's own forwarding zone uses. What it costs:
+//! answers come back per (name, type) as records plus the negative SOA, not
+//! as the upstream's raw message, so additional sections are not relayed (a
+//! stub resolver inside a container does not use them).
+//!
+//! The resolver's own cache is off: answers are cached in front of it
+//! ([`crate::cache`]), where a hit needs no future at all.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
@@ -24,6 +26,7 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::TokioResolver;
 use tracing::debug;
 
+use crate::cache::{ForwardCache, Hit};
 use crate::config::ForwardConfig;
 use crate::error::{Error, Result};
 
@@ -50,6 +53,7 @@ struct Upstream {
 pub(crate) struct Forwarder {
     config: ForwardConfig,
     current: RwLock<Option<Arc<Upstream>>>,
+    cache: Arc<ForwardCache>,
 }
 
 impl Forwarder {
@@ -57,6 +61,7 @@ impl Forwarder {
         let forwarder = Self {
             config: config.clone(),
             current: RwLock::new(None),
+            cache: Arc::new(ForwardCache::new(config.cache_size, config.max_ttl)),
         };
         forwarder.set_upstreams(upstreams)?;
         Ok(forwarder)
@@ -70,6 +75,7 @@ impl Forwarder {
             Some(Arc::new(self.build(upstreams)?))
         };
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
+        self.cache.clear();
         Ok(())
     }
 
@@ -95,9 +101,7 @@ impl Forwarder {
         let mut opts = ResolverOpts::default();
         opts.timeout = self.config.attempt_timeout;
         opts.attempts = self.config.attempts;
-        opts.cache_size = self.config.cache_size;
-        opts.positive_max_ttl = Some(self.config.max_ttl);
-        opts.negative_max_ttl = Some(self.config.max_ttl);
+        opts.cache_size = 0;
         // Names arrive fully qualified from the client's own stub: no
         // search list, no /etc/hosts of the daemon's machine.
         opts.ndots = 0;
@@ -122,14 +126,19 @@ impl Forwarder {
         })
     }
 
-    /// Forwards one question; the future owns what it needs, never takes
-    /// longer than the configured deadline, and is ready at its first poll
-    /// when the answer is cached.
+    /// A cached answer to (name, type), if one is still valid.
+    pub(crate) fn cached(&self, name: &LowerName, qtype: RecordType) -> Option<Hit> {
+        self.cache.get(name, qtype, Instant::now())
+    }
+
+    /// Forwards one question and caches the answer; the future owns what
+    /// it needs and never takes longer than the configured deadline.
     pub(crate) fn lookup(
         &self,
         name: Name,
         qtype: RecordType,
     ) -> impl Future<Output = Forwarded> + Send + 'static {
+        let cache = self.cache.clone();
         let upstream = self
             .current
             .read()
@@ -140,8 +149,9 @@ impl Forwarder {
             let Some(upstream) = upstream else {
                 return Forwarded::Failed("no upstream resolver");
             };
+            let key = LowerName::new(&name);
             let lookup = upstream.resolver.lookup(name, qtype);
-            match tokio::time::timeout(deadline, lookup).await {
+            let forwarded = match tokio::time::timeout(deadline, lookup).await {
                 Err(_) => Forwarded::Failed("upstream deadline passed"),
                 Ok(Ok(lookup)) => Forwarded::Answer {
                     rcode: ResponseCode::NoError,
@@ -149,7 +159,16 @@ impl Forwarder {
                     authorities: Vec::new(),
                 },
                 Ok(Err(error)) => negative(error),
+            };
+            if let Forwarded::Answer {
+                rcode,
+                answers,
+                authorities,
+            } = &forwarded
+            {
+                cache.insert(key, qtype, *rcode, answers, authorities, Instant::now());
             }
+            forwarded
         }
     }
 }

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod config;
 mod engine;
 mod error;
@@ -40,3 +41,8 @@ pub use stats::ListenerStats;
 
 /// Re-exported so the daemon and tests name the same types.
 pub use hickory_proto as proto;
+
+/// README.md's examples compile (`cargo test --doc`).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -10,7 +10,7 @@ use hickory_proto::rr::Name;
 
 use crate::error::{Error, Result};
 use crate::names;
-use crate::policy::QueryPolicy;
+use crate::policy::{PolicyQuery, QueryPolicy, Verdict};
 use crate::scopes::{check_id, ScopeId};
 
 /// One endpoint (a container on one network) as the daemon describes it.
@@ -303,13 +303,17 @@ impl RecordTable {
         None
     }
 
-    /// The policies of these scopes (for a forwarded query).
-    pub(crate) fn policies(&self, scopes: &[ScopeId]) -> Vec<Arc<dyn QueryPolicy>> {
-        let table = self.read();
-        scopes
-            .iter()
-            .filter_map(|id| table.get(id)?.policy.clone())
-            .collect()
+    /// Whether a policy of one of these scopes refuses `query`.
+    pub(crate) fn any_policy_refuses(&self, scopes: &[ScopeId], query: &PolicyQuery<'_>) -> bool {
+        // Policies are called outside the lock: they are the daemon's code.
+        let policies: Vec<Arc<dyn QueryPolicy>> = {
+            let table = self.read();
+            scopes
+                .iter()
+                .filter_map(|id| table.get(id)?.policy.clone())
+                .collect()
+        };
+        policies.iter().any(|p| p.check(query) == Verdict::Refuse)
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
@@ -43,6 +43,8 @@ pub(crate) enum Step<F> {
     Local(Vec<u8>),
     /// Refused by a policy.
     Refused(Vec<u8>),
+    /// A forwarded name answered from the forwarding cache.
+    Cached(Vec<u8>),
     /// Needs upstream: the future gives the response.
     Forward(F),
 }
@@ -92,7 +94,22 @@ pub(crate) fn encode(
         edns.set_max_payload(UDP_PAYLOAD);
         edns
     });
-    let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+    // hickory-server echoes several questions wrongly (its compression
+    // cache assumes one; found by the fuzz target): answer those bare.
+    if request.queries.len() != 1 {
+        return encode_error(&request.metadata, rcode);
+    }
+    let rebuilt;
+    let queries = if has_pointer(request.queries.as_bytes()) {
+        let Some(canonical) = canonical_queries(request) else {
+            return encode_error(&request.metadata, ResponseCode::ServFail);
+        };
+        rebuilt = canonical;
+        &rebuilt
+    } else {
+        &request.queries
+    };
+    let builder = MessageResponseBuilder::new(queries, edns.as_ref());
     let response = builder.build(
         response_metadata(request, rcode),
         answers.iter(),
@@ -107,6 +124,34 @@ pub(crate) fn encode(
         return bytes;
     }
     encode_error(&request.metadata, ResponseCode::ServFail)
+}
+
+/// Whether the question bytes hold a compression pointer. hickory-server
+/// echoes the client's question bytes verbatim; a pointer in them may point
+/// at a part of the request the response does not copy (found by the fuzz
+/// target), so such a question is re-encoded first.
+fn has_pointer(questions: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(&len) = questions.get(at) {
+        match len {
+            // End of a name; its type and class follow.
+            0 => at += 5,
+            // A pointer (or a reserved label type): rebuild to be safe.
+            l if l & 0xC0 != 0 => return true,
+            l => at += 1 + usize::from(l),
+        }
+    }
+    false
+}
+
+/// The request's questions encoded afresh from their parsed form.
+fn canonical_queries(request: &Request) -> Option<Queries> {
+    let mut bytes = Vec::with_capacity(64);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    for query in request.queries.queries() {
+        query.emit(&mut encoder).ok()?;
+    }
+    Queries::read(&mut BinDecoder::new(&bytes), request.queries.len()).ok()
 }
 
 /// A bare error response (no question echoed) for a request header.
@@ -150,7 +195,8 @@ impl Responder<'_> {
             return reply(ResponseCode::BADVERS);
         }
         let [query] = request.queries.queries() else {
-            return reply(ResponseCode::FormErr);
+            // Not echoing a question list that is not one question.
+            return Step::Local(encode_error(&request.metadata, ResponseCode::FormErr));
         };
         if query.query_class() != DNSClass::IN {
             return reply(ResponseCode::NotImp);
@@ -188,15 +234,21 @@ impl Responder<'_> {
             .policy
             .iter()
             .any(|p| p.check(&asked) == Verdict::Refuse)
-            || self
-                .records
-                .policies(client.scopes())
-                .iter()
-                .any(|p| p.check(&asked) == Verdict::Refuse);
+            || self.records.any_policy_refuses(client.scopes(), &asked);
         if refused {
             return Step::Refused(encode(&request, protocol, ResponseCode::Refused, &[], &[]));
         }
 
+        if let Some(hit) = self.forwarder.cached(query.name(), qtype) {
+            let bytes = encode(
+                &request,
+                protocol,
+                hit.rcode,
+                &hit.answers,
+                &hit.authorities,
+            );
+            return Step::Cached(bytes);
+        }
         let lookup = self.forwarder.lookup(owner.clone(), qtype);
         Step::Forward(async move {
             match lookup.await {
@@ -270,5 +322,22 @@ impl Responder<'_> {
             })
             .collect();
         Some(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_are_found_in_any_question() {
+        // "web." A IN
+        let plain = [3, b'w', b'e', b'b', 0, 0, 1, 0, 1];
+        assert!(!has_pointer(&plain));
+        let mut two = plain.to_vec();
+        two.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        assert!(has_pointer(&two));
+        assert!(has_pointer(&[0x41, 0]));
+        assert!(!has_pointer(&[]));
     }
 }

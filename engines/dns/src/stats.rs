@@ -10,7 +10,9 @@ pub struct ListenerStats {
     /// Answered from the record table (including NODATA and errors known
     /// without upstream).
     pub local: u64,
-    /// Sent to the forwarder (answered from its cache or upstream).
+    /// Forwarded names answered from the forwarding cache.
+    pub cached: u64,
+    /// Forwarded names sent upstream (cache misses).
     pub forwarded: u64,
     /// Answered REFUSED by a policy.
     pub refused: u64,
@@ -36,6 +38,7 @@ pub struct ListenerStats {
 pub(crate) struct Counters {
     pub(crate) queries: AtomicU64,
     pub(crate) local: AtomicU64,
+    pub(crate) cached: AtomicU64,
     pub(crate) forwarded: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) hold_expired: AtomicU64,
@@ -58,6 +61,7 @@ impl Counters {
         ListenerStats {
             queries: get(&self.queries),
             local: get(&self.local),
+            cached: get(&self.cached),
             forwarded: get(&self.forwarded),
             refused: get(&self.refused),
             hold_expired: get(&self.hold_expired),

@@ -294,3 +294,28 @@ async fn a_listener_without_tcp_serves_udp() {
     );
     l.close().await;
 }
+
+/// With several serving threads, listeners are spread over them and each
+/// answers.
+#[tokio::test]
+async fn listeners_spread_over_several_threads() {
+    let engine = Engine::new(EngineConfig {
+        threads: 3,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    engine
+        .records()
+        .upsert_endpoint(&scope("n"), "e1", &endpoint("web", &[], &["10.0.0.2"], &[]))
+        .unwrap();
+    let listeners: Vec<_> = (0..6).map(|_| ns_listener(&engine, &["n"])).collect();
+    for l in &listeners {
+        assert_eq!(
+            addrs(&ask_udp(l.local_addr(), "web.", RecordType::A).await),
+            [ip("10.0.0.2")]
+        );
+    }
+    for l in listeners {
+        l.close().await;
+    }
+}

@@ -113,6 +113,38 @@ fn hand_made_malformed_messages() {
     );
 }
 
+/// Inputs the fuzz target found (engines/dns/fuzz): each once broke the
+/// invariant that the engine's responses parse.
+#[test]
+fn fuzz_regressions() {
+    let (engine, client) = local_engine();
+    // 17 questions whose names hold compression pointers into the
+    // request's other sections: echoing their bytes made an unparseable
+    // response.
+    let raw = include_bytes!("data/fuzz-question-pointers.bin");
+    let answer = response(&engine, &client, raw).expect("answered");
+    assert_eq!(answer.metadata.id, u16::from_be_bytes([raw[0], raw[1]]));
+
+    // The same with an unknown opcode (NOTIMP echoed the questions).
+    let raw = include_bytes!("data/fuzz-notimp-many-questions.bin");
+    let answer = response(&engine, &client, raw).expect("answered");
+    assert_eq!(rcode(&answer), ResponseCode::NotImp);
+
+    // One question whose name is a pointer forward into the additional
+    // section (offset 18: "web." in an A record there).
+    let mut raw = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    raw.extend_from_slice(&[0xc0, 18, 0, 1, 0, 1]);
+    raw.extend_from_slice(&[
+        3, b'w', b'e', b'b', 0, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 9,
+    ]);
+    if let Some(answer) = response(&engine, &client, &raw) {
+        assert_eq!(answer.metadata.id, 0x1234);
+        if rcode(&answer) == ResponseCode::NoError {
+            assert_eq!(addrs(&answer), [ip("10.0.0.2")]);
+        }
+    }
+}
+
 /// Random bytes, and valid queries with random bytes flipped (which reach
 /// deeper into the parser): every response the engine produces parses and
 /// carries the query's id.

@@ -164,6 +164,10 @@ impl ListenerState {
                 bump(&self.counters.refused);
                 Outcome::Now(Some(bytes))
             }
+            Step::Cached(bytes) => {
+                bump(&self.counters.cached);
+                Outcome::Now(Some(bytes))
+            }
             Step::Forward(reply) => {
                 bump(&self.counters.forwarded);
                 Outcome::Later(Box::pin(async move { Some(reply.await) }))

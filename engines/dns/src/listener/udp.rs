@@ -1,20 +1,24 @@
 //! The UDP loop of a listener: answers what is known at once inline, and
 //! hands slow queries (held, forwarded past the cache) to bounded tasks.
 //!
-//! A listener with `udp_batch > 1` (shared listeners) reads up to that
-//! many datagrams per `recvmmsg`: one client flooding a shared socket then
-//! costs the engine a fraction of a syscall per packet, so it drains the
-//! socket faster than one sender can fill it and the kernel does not drop
-//! the other clients' queries from the shared receive queue.
+//! Datagrams are read with `recvmmsg` into up to `udp_batch` buffers, and
+//! the answers known at once go out with one `sendmmsg`. The buffers grow
+//! only while batches come back full, so a quiet listener keeps one 4 KiB
+//! buffer. Under load this costs the engine a fraction of a system call
+//! per query; on a shared socket it also lets the engine drain faster than
+//! one flooding client fills it, so the kernel does not drop the other
+//! clients' queries from the shared receive queue.
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::task::Poll;
 
 use hickory_server::net::xfer::Protocol;
-use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
@@ -24,24 +28,26 @@ use super::{ListenerState, Outcome};
 use crate::stats::bump;
 
 /// Largest query read; longer datagrams are cut and answered FORMERR.
-/// Bounded so a thousand listeners stay small.
 const RECV_BUF: usize = 4096;
 
 struct Loop {
     state: Arc<ListenerState>,
     socket: Arc<UdpSocket>,
     waiting: JoinSet<()>,
+    /// Answers ready to send, with their destinations.
+    replies: Vec<(Vec<u8>, SocketAddr)>,
 }
 
 pub(super) async fn run(state: Arc<ListenerState>, socket: UdpSocket) {
-    let batch = state.limits.udp_batch.max(1);
+    let max_batch = state.limits.udp_batch.max(1);
     let mut this = Loop {
         state,
         socket: Arc::new(socket),
         waiting: JoinSet::new(),
+        replies: Vec::new(),
     };
-    let mut bufs = vec![vec![0u8; RECV_BUF]; batch];
-    let mut received = Vec::with_capacity(batch);
+    let mut bufs = vec![vec![0u8; RECV_BUF]];
+    let mut received = Vec::new();
     loop {
         let ready = tokio::select! {
             biased;
@@ -58,9 +64,15 @@ pub(super) async fn run(state: Arc<ListenerState>, socket: UdpSocket) {
             }
         }
         for (i, &(len, src)) in received.iter().enumerate() {
-            this.serve(&bufs[i][..len], src).await;
+            this.serve(&bufs[i][..len], src);
         }
-        // A flood must not keep this worker from other listeners.
+        this.flush().await;
+        if received.len() == bufs.len() && bufs.len() < max_batch {
+            // The batch came back full: more is queued than we read.
+            let more = bufs.len().min(max_batch - bufs.len());
+            bufs.extend((0..more).map(|_| vec![0u8; RECV_BUF]));
+        }
+        // A flood must not keep this thread from other listeners.
         tokio::task::consume_budget().await;
     }
     // Waiting tasks hold the socket: end them so it closes now.
@@ -77,10 +89,6 @@ impl Loop {
         received: &mut Vec<(usize, SocketAddr)>,
     ) -> io::Result<()> {
         received.clear();
-        if bufs.len() == 1 {
-            received.push(self.socket.recv_from(&mut bufs[0]).await?);
-            return Ok(());
-        }
         loop {
             self.socket.readable().await?;
             let fd = self.socket.as_raw_fd();
@@ -96,32 +104,50 @@ impl Loop {
         }
     }
 
-    async fn serve(&mut self, raw: &[u8], src: SocketAddr) {
-        match self.state.serve(raw, src, Protocol::Udp) {
-            Outcome::Now(Some(reply)) => send(&self.socket, &reply, src).await,
-            Outcome::Now(None) => {}
-            Outcome::Later(mut reply) => {
-                // One poll here: a forwarded answer from the cache is ready
-                // at once and needs no task.
-                let first = std::future::poll_fn(|cx| Poll::Ready(reply.as_mut().poll(cx))).await;
-                match first {
-                    Poll::Ready(Some(bytes)) => send(&self.socket, &bytes, src).await,
-                    Poll::Ready(None) => {}
-                    Poll::Pending => {
-                        let Some(permit) = self.state.try_pending() else {
-                            bump(&self.state.counters.overloaded);
-                            return;
-                        };
-                        let socket = self.socket.clone();
-                        self.waiting.spawn(async move {
-                            let _permit = permit;
-                            if let Some(bytes) = reply.await {
-                                send(&socket, &bytes, src).await;
-                            }
-                        });
+    fn serve(&mut self, raw: &[u8], src: SocketAddr) {
+        let mut reply = match self.state.serve(raw, src, Protocol::Udp) {
+            Outcome::Now(Some(reply)) => return self.replies.push((reply, src)),
+            Outcome::Now(None) => return,
+            Outcome::Later(reply) => reply,
+        };
+        // One poll here: a future that needs no waiting needs no task.
+        let waker = std::task::Waker::noop();
+        match reply
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+        {
+            Poll::Ready(Some(bytes)) => self.replies.push((bytes, src)),
+            Poll::Ready(None) => {}
+            Poll::Pending => {
+                let Some(permit) = self.state.try_pending() else {
+                    bump(&self.state.counters.overloaded);
+                    return;
+                };
+                let socket = self.socket.clone();
+                self.waiting.spawn(async move {
+                    let _permit = permit;
+                    if let Some(bytes) = reply.await {
+                        send(&socket, &bytes, src).await;
                     }
-                }
+                });
             }
+        }
+    }
+
+    /// Sends the ready answers: one `sendmmsg`, then one by one whatever it
+    /// did not take.
+    async fn flush(&mut self) {
+        let mut sent = 0;
+        if self.replies.len() > 1 {
+            let fd = self.socket.as_raw_fd();
+            let replies = &self.replies;
+            sent = self
+                .socket
+                .try_io(Interest::WRITABLE, || send_batch(fd, replies))
+                .unwrap_or(0);
+        }
+        for (bytes, dst) in self.replies.drain(..).skip(sent) {
+            send(&self.socket, &bytes, dst).await;
         }
     }
 }
@@ -151,6 +177,27 @@ fn recv_batch(
         received.push((message.bytes, src));
     }
     Ok(())
+}
+
+/// One `sendmmsg` of `replies`; how many the kernel took.
+fn send_batch(fd: i32, replies: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(replies.len(), None);
+    let slices: Vec<[IoSlice<'_>; 1]> = replies.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = replies
+        .iter()
+        .map(|(_, a)| Some(SockaddrStorage::from(*a)))
+        .collect();
+    let cmsgs: [ControlMessage<'_>; 0] = [];
+    let sent = sendmmsg(
+        fd,
+        &mut headers,
+        slices.iter(),
+        &addrs,
+        cmsgs,
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    Ok(sent.count())
 }
 
 fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {

@@ -19,6 +19,7 @@ impl Dnsmasq {
     /// forwarding the rest to `upstream`.
     pub fn start(
         binary: &Path,
+        preload: Option<&Path>,
         names: &[(String, Ipv4Addr)],
         ttl: u32,
         upstream: SocketAddr,
@@ -34,7 +35,11 @@ impl Dnsmasq {
         let log_path = hosts.with_extension("log");
         let log = std::fs::File::create(&log_path)
             .map_err(|e| format!("create {}: {e}", log_path.display()))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(preload) = preload {
+            command.env("LD_PRELOAD", preload);
+        }
+        let child = command
             .args([
                 "--no-daemon",
                 "--conf-file=/dev/null",
