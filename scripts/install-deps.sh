@@ -33,7 +33,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then
         echo "cargo is in $HOME/.cargo/bin: add it to PATH" >&2
     else
-        echo "conductor-net needs Rust >= 1.85 with cargo (rustup); Debian bookworm's rustc is too old" >&2
+        echo "conductor-net needs Rust >= 1.88 with cargo (rustup); Debian bookworm's rustc is too old" >&2
     fi
     exit 1
 fi
