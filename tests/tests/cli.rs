@@ -89,3 +89,63 @@ fn the_preload_switch_is_not_a_library_path() {
         "{err}"
     );
 }
+
+/// `docker up` refuses bad input before it starts anything, naming the
+/// value (as root: it needs privileges to get that far).
+#[test]
+fn docker_up_refuses_bad_input_and_starts_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (CI runs as root)");
+    }
+    let dir = std::env::temp_dir().join(format!("cnd-docker-up-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("d.sock");
+    let run = |extra: &[&str], path: Option<&str>| {
+        let mut c = netd();
+        c.args(["--socket"])
+            .arg(dir.join("netd.sock"))
+            .args(["docker", "up", "--docker-socket"])
+            .arg(&sock)
+            .args(extra);
+        if let Some(p) = path {
+            c.env("PATH", p);
+        }
+        c.output().expect("run conductor-netd")
+    };
+    // A --dockerd that does not exist, or is not executable: exit 3.
+    let out = run(&["--dockerd", "/nonexistent/dockerd"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("/nonexistent/dockerd") && err.contains("no such file"),
+        "{err}"
+    );
+    let out = run(&["--dockerd", "/etc/passwd"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("/etc/passwd") && err.contains("not an executable"),
+        "{err}"
+    );
+    // No dockerd on PATH: not installed (exit 8), naming the package.
+    let out = run(&[], Some("/nonexistent"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{err}");
+    assert!(
+        err.contains("dockerd") && err.contains("docker.io"),
+        "{err}"
+    );
+    // Something already answers on the Docker socket: conflict (exit 5).
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let out = run(&["--dockerd", "/usr/sbin/dockerd"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("already answers") && err.contains("d.sock"),
+        "{err}"
+    );
+    drop(listener);
+    // Nothing was started: no netd socket, no record.
+    assert!(!dir.join("netd.sock").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

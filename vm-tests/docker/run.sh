@@ -226,6 +226,7 @@ with_netd() { # with_netd DOCKERD RESULTS EGRESS [ENV...]
     fi
     touch "$T/up.json"
     rows "$results"
+    [ "$ENVNAME" = gvisor ] && [ "$egress" = auto ] && [ $# = 0 ] && netd_killed "$results" "$egress"
     before_down=$( (ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -vE "^(lo|${P}up)$"; grep -c " /sys/fs/cgroup" /proc/self/mountinfo) | sort | tr '\n' ' ')
     "$NETD" --socket "$T/netd.sock" docker down --docker-socket "$T/d.sock" > "$T/down.out" 2>&1 \
         || echo "R down failed: $(tr '\n' ' ' < "$T/down.out")" >> "$results"
@@ -241,6 +242,34 @@ with_netd() { # with_netd DOCKERD RESULTS EGRESS [ENV...]
     log "before down: $before_down"
     stop_pid "$NETD_PID"; NETD_PID=""
     rm -rf "$T/data" "$T/netd-state"
+}
+
+# netd killed -9 while a container runs: after a restart its name and its
+# egress work again, and no rule is duplicated.
+netd_killed() { # netd_killed RESULTS EGRESS
+    local results=$1 egress=$2
+    RESULTS=$results
+    d network create ${P}keep >/dev/null 2>&1
+    d run -d --name keep --network ${P}keep bb httpd -f -p 80 -h /www >/dev/null 2>&1
+    local before after
+    before=$(iptables-legacy-save -t nat 2>/dev/null; iptables-legacy-save -t filter 2>/dev/null)
+    before=$(echo "$before" | grep -cE '^-A (CNE|CONDUCTOR|POSTROUTING|FORWARD|PREROUTING)')
+    kill -9 "$NETD_PID"; wait "$NETD_PID" 2>/dev/null; NETD_PID=""
+    start_netd "egress = \"$egress\"" || { r after-kill netd-failed; return; }
+    local out=""
+    for _ in $(seq 1 20); do
+        out=$(d run --rm --network ${P}keep bb sh -c "timeout 5 wget -q -O- http://keep/" 2>&1)
+        [ "$out" = hello-from-parent ] && break
+        sleep 0.5
+    done
+    r after-kill-name "$out"
+    out=$(d run --rm --network ${P}keep bb sh -c "timeout 10 wget -q -O- http://203.0.113.10/" 2>&1)
+    r after-kill-egress "$out"
+    after=$(iptables-legacy-save -t nat 2>/dev/null; iptables-legacy-save -t filter 2>/dev/null)
+    after=$(echo "$after" | grep -cE '^-A (CNE|CONDUCTOR|POSTROUTING|FORWARD|PREROUTING)')
+    [ "$before" = "$after" ] && r after-kill-rules ok || r after-kill-rules "$before rules before, $after after"
+    d rm -f keep >/dev/null 2>&1
+    d network rm ${P}keep >/dev/null 2>&1
 }
 
 v() { grep "^R $2 " "$1" | head -1 | cut -d' ' -f3-; }
@@ -269,6 +298,11 @@ check() {
     expect egress-default-bridge hello-internet
     expect app db-row-42
     expect nothing-left ok
+    if [ "$ENVNAME" = gvisor ]; then
+        expect after-kill-name hello-from-parent
+        expect after-kill-egress hello-internet
+        expect after-kill-rules ok
+    fi
 }
 
 run_docker() { # run_docker LABEL DOCKERD

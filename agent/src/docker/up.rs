@@ -300,8 +300,12 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
         docker_socket: req.docker_socket.clone(),
         extra_args: req.extra_args.clone(),
     };
-    // The data root decides the overlay probe: plan once for the paths.
+    // The paths first (the data root decides the overlay probe), and the
+    // cheap refusals before anything is probed.
     let paths = plan::plan(&opts, &plan_paths_only())?;
+    if !req.dry_run {
+        check_free(&paths)?;
+    }
     let found = findings(&req, &dockerd, &paths.data_root).await?;
     let plan = plan::plan(&opts, &found)?;
     print(&plan.text());
@@ -313,7 +317,6 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
             started: false,
         });
     }
-    check_free(&plan)?;
     std::fs::create_dir_all(plan.run_dir.join("exec"))
         .map_err(|e| Error::state("create", &plan.run_dir, e))?;
     let mut record = UpRecord {
@@ -579,7 +582,11 @@ fn unmount_under(roots: &[PathBuf]) -> Vec<String> {
         .lines()
         .filter_map(|l| l.split_whitespace().nth(4))
         .map(PathBuf::from)
-        .filter(|p| roots.iter().any(|r| !r.as_os_str().is_empty() && p.starts_with(r)))
+        .filter(|p| {
+            roots
+                .iter()
+                .any(|r| !r.as_os_str().is_empty() && p.starts_with(r))
+        })
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
