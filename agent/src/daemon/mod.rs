@@ -112,6 +112,11 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             .map_err(|e| Error::Internal(format!("start the runtime: {e}")))?;
         let access = Access {
             group,
+            readonly_group: config
+                .socket_readonly_group
+                .as_deref()
+                .map(peer::resolve_group)
+                .transpose()?,
             socket_mode: config.socket_mode_bits()?,
         };
         rt.block_on(async move {
@@ -144,6 +149,7 @@ async fn run<K: Kernel>(
     probe: Option<doctor::Report>,
 ) -> Result<()> {
     let socket = config.socket.clone();
+    let limits = server::Limits::for_daemon(&config);
     let svc = Arc::new(Service::new(kernel, store, config)?);
     if let Some(p) = probe {
         svc.set_probe(serde_json::to_value(p).unwrap_or_default());
@@ -165,14 +171,7 @@ async fn run<K: Kernel>(
     components.spawn("detach reaper", move |stop| reaper.run_reaper(stop));
     let app = router::router(svc.clone());
     components.spawn("api", move |stop| {
-        server::serve(
-            app,
-            listener,
-            access,
-            server::Limits::default(),
-            stop,
-            DRAIN,
-        )
+        server::serve(app, listener, access, limits, stop, DRAIN)
     });
     tracing::info!(socket = %socket.display(), environment = %svc.kernel().environment(), "serving");
     components.run(DRAIN).await
