@@ -128,7 +128,8 @@ impl<K: Kernel> Service<K> {
                 .name
                 .strip_prefix(model::BRIDGE_PREFIX)
                 .filter(|n| model::validate_network_name(n).is_ok())
-                .filter(|n| model::bridge_name(n) == link.name);
+                .filter(|n| model::bridge_name(n) == link.name)
+                .filter(|n| !looks_hashed(n));
             let name = from_endpoints.or(from_bridge);
             let ours = self.is_ours(link, links);
             let adopted = match (ours, name) {
@@ -431,6 +432,13 @@ impl Disposal {
             ),
         }
     }
+}
+
+/// `bridge_name` of a long network name is `cn-` + 6 bytes + `-` + 5 hex
+/// digits: such a bridge may belong to a longer name than it shows.
+fn looks_hashed(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == 12 && b[6] == b'-' && b[7..].iter().all(u8::is_ascii_hexdigit)
 }
 
 fn join(addresses: &[IpNet]) -> String {

@@ -160,6 +160,8 @@ impl<K: Kernel> Service<K> {
     /// Delete the veth and the record of an endpoint in state Detaching,
     /// then forget it and free its addresses.
     pub(super) async fn complete_detach(&self, endpoint: &Endpoint) -> Result<()> {
+        #[cfg(any(test, feature = "testing"))]
+        self.fault_before_delete().await;
         self.kernel.delete_link(&endpoint.host_ifname).await?;
         self.unpersist_endpoint(&endpoint.id).await?;
         {

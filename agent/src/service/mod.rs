@@ -128,4 +128,6 @@ impl<K: Kernel> Service<K> {
 }
 
 #[cfg(test)]
+mod recovery_tests;
+#[cfg(test)]
 pub(crate) mod tests;
