@@ -189,7 +189,7 @@ async fn connection(
                     (routers.readonly, limits.header_timeout, limits.idle_timeout)
                 }
                 Err(reason) => {
-                    tracing::warn!(%reason, "refusing API peer");
+                    REFUSALS.warn(&reason);
                     let leash = limits.refused_timeout;
                     (routers.refused.with_state(Arc::new(reason)), leash, leash)
                 }
@@ -252,7 +252,8 @@ async fn read_only(req: Request, next: Next) -> axum::response::Response {
     .into_response()
 }
 
-/// A warning repeated at most once a second, with how many it stands for.
+/// A warning repeated at most once a second, with how many it stands for:
+/// a flood of connections must not become a flood of log lines.
 #[derive(Default)]
 struct Throttled {
     last: Option<Instant>,
@@ -260,18 +261,41 @@ struct Throttled {
 }
 
 impl Throttled {
-    fn warn(&mut self, e: &std::io::Error) {
+    /// Ok(repeated since the last one) when this one is to be logged.
+    fn admit(&mut self) -> Option<u64> {
         let now = Instant::now();
         if self
             .last
             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
         {
             self.suppressed += 1;
-            return;
+            return None;
         }
-        tracing::warn!(error = %e, repeated = self.suppressed, "accept failed");
         self.last = Some(now);
-        self.suppressed = 0;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+
+    fn warn(&mut self, e: &std::io::Error) {
+        if let Some(repeated) = self.admit() {
+            tracing::warn!(error = %e, repeated, "accept failed");
+        }
+    }
+}
+
+/// Refused peers, warned about at most once a second.
+struct Refusals(std::sync::Mutex<Throttled>);
+
+static REFUSALS: Refusals = Refusals(std::sync::Mutex::new(Throttled {
+    last: None,
+    suppressed: 0,
+}));
+
+impl Refusals {
+    fn warn(&self, reason: &str) {
+        let admitted = self.0.lock().unwrap_or_else(|p| p.into_inner()).admit();
+        if let Some(repeated) = admitted {
+            tracing::warn!(%reason, repeated, "refusing API peer");
+        }
     }
 }
 
