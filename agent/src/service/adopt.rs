@@ -392,7 +392,7 @@ impl<K: Kernel> Service<K> {
             }
             endpoint
         };
-        if let Err(e) = self.store.save_endpoint(&endpoint) {
+        if let Err(e) = self.persist_endpoint(&endpoint).await {
             let mut reg = self.reg();
             reg.endpoints.remove(&endpoint.id);
             reg.release(&endpoint);
