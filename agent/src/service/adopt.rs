@@ -198,29 +198,39 @@ impl<K: Kernel> Service<K> {
     pub(super) async fn adopt_network(&self, name: &str, link: &HostLink) -> Result<Network> {
         let net = self.network_from_bridge(name, link).await?;
         {
-            let reg = self.reg();
+            // Registered (not ready) before it is saved: a concurrent
+            // create of the same name or bridge meets it.
+            let mut reg = self.reg();
             if reg.networks.contains_key(name) {
                 return Err(Error::Conflict(format!("network {name:?} already exists")));
             }
-            if let Some(other) = reg
-                .networks
-                .values()
-                .find(|n| ipam::overlaps(&IpNet::V4(net.subnet), &IpNet::V4(n.network.subnet)))
-            {
+            if let Some(other) = reg.networks.values().find(|n| {
+                n.network.bridge == net.bridge
+                    || ipam::overlaps(&IpNet::V4(net.subnet), &IpNet::V4(n.network.subnet))
+            }) {
                 return Err(Error::Conflict(format!(
-                    "its subnet {} overlaps network {:?}",
+                    "its bridge or subnet {} is network {:?}'s",
                     net.subnet, other.network.name
                 )));
             }
+            reg.networks
+                .insert(net.name.clone(), NetState::new(net.clone(), false));
         }
         let store = self.store.clone();
         let record = net.clone();
-        tokio::task::spawn_blocking(move || store.save_network(&record))
+        let saved = tokio::task::spawn_blocking(move || store.save_network(&record))
             .await
-            .map_err(|e| Error::Internal(format!("state writer: {e}")))??;
-        self.reg()
-            .networks
-            .insert(net.name.clone(), NetState::new(net.clone(), true));
+            .map_err(|e| Error::Internal(format!("state writer: {e}")))
+            .and_then(|r| r);
+        let mut reg = self.reg();
+        if let Err(e) = saved {
+            reg.networks.remove(&net.name);
+            return Err(e);
+        }
+        if let Some(state) = reg.networks.get_mut(&net.name) {
+            state.ready = true;
+        }
+        drop(reg);
         self.unmanaged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
