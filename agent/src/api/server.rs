@@ -159,73 +159,67 @@ async fn connection(
     routers: Routers,
     watcher: Watcher,
 ) {
-    {
-        {
-            let (grant, uid) = match stream.peer_cred() {
-                Ok(cred) => (
-                    check_peer(cred.uid(), cred.gid(), cred.pid(), access),
-                    cred.uid(),
-                ),
-                Err(e) => (
-                    Err(format!("cannot identify the peer (SO_PEERCRED): {e}")),
-                    u32::MAX,
-                ),
-            };
-            let limits = conns.limits();
-            let holder = match grant {
-                Ok(_) => Holder::Uid(uid),
-                Err(_) => Holder::Refused,
-            };
-            let Some(slot) = conns.admit(holder) else {
-                tracing::debug!(
-                    ?holder,
-                    "connection caps reached, every connection busy: closing"
-                );
-                return;
-            };
-            let (app, header_timeout, idle_timeout) = match grant {
-                Ok(Grant::Full) => (routers.full, limits.header_timeout, limits.idle_timeout),
-                Ok(Grant::ReadOnly) => {
-                    (routers.readonly, limits.header_timeout, limits.idle_timeout)
-                }
-                Err(reason) => {
-                    REFUSALS.warn(&reason);
-                    let leash = limits.refused_timeout;
-                    (routers.refused.with_state(Arc::new(reason)), leash, leash)
-                }
-            };
-            let state = slot.state.clone();
-            let io = TokioIo::new(IdleTimeout::new(stream, idle_timeout, state.clone()));
-            let body_timeout = BodyTimeout(limits.body_timeout);
-            // A connection is idle only while no request of it is in
-            // flight: a slow operation is not cut off by the idle time-out.
-            let in_flight = state.clone();
-            let app = app.layer(axum::middleware::from_fn(
-                move |mut req: Request, next: Next| {
-                    let busy = InFlight::enter(in_flight.clone());
-                    req.extensions_mut().insert(body_timeout);
-                    async move {
-                        let resp = next.run(req).await;
-                        drop(busy);
-                        resp
-                    }
-                },
-            ));
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(holder != Holder::Refused);
-            let conn = watcher.watch(builder.serve_connection(io, TowerToHyperService::new(app)));
-            let _slot = slot;
-            tokio::select! {
-                ended = conn => if let Err(e) = ended {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                },
-                // Evicted to make room: it had no request in flight.
-                _ = state.evicted.cancelled() => {}
-            }
+    let (grant, uid) = match stream.peer_cred() {
+        Ok(cred) => (
+            check_peer(cred.uid(), cred.gid(), cred.pid(), access),
+            cred.uid(),
+        ),
+        Err(e) => (
+            Err(format!("cannot identify the peer (SO_PEERCRED): {e}")),
+            u32::MAX,
+        ),
+    };
+    let limits = conns.limits();
+    let holder = match grant {
+        Ok(_) => Holder::Uid(uid),
+        Err(_) => Holder::Refused,
+    };
+    let Some(slot) = conns.admit(holder) else {
+        tracing::debug!(
+            ?holder,
+            "connection caps reached, every connection busy: closing"
+        );
+        return;
+    };
+    let (app, header_timeout, idle_timeout) = match grant {
+        Ok(Grant::Full) => (routers.full, limits.header_timeout, limits.idle_timeout),
+        Ok(Grant::ReadOnly) => (routers.readonly, limits.header_timeout, limits.idle_timeout),
+        Err(reason) => {
+            REFUSALS.warn(&reason);
+            let leash = limits.refused_timeout;
+            (routers.refused.with_state(Arc::new(reason)), leash, leash)
         }
+    };
+    let state = slot.state.clone();
+    let io = TokioIo::new(IdleTimeout::new(stream, idle_timeout, state.clone()));
+    let body_timeout = BodyTimeout(limits.body_timeout);
+    // A connection is idle only while no request of it is in
+    // flight: a slow operation is not cut off by the idle time-out.
+    let in_flight = state.clone();
+    let app = app.layer(axum::middleware::from_fn(
+        move |mut req: Request, next: Next| {
+            let busy = InFlight::enter(in_flight.clone());
+            req.extensions_mut().insert(body_timeout);
+            async move {
+                let resp = next.run(req).await;
+                drop(busy);
+                resp
+            }
+        },
+    ));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(holder != Holder::Refused);
+    let conn = watcher.watch(builder.serve_connection(io, TowerToHyperService::new(app)));
+    let _slot = slot;
+    tokio::select! {
+        ended = conn => if let Err(e) = ended {
+            tracing::debug!(error = %e, "connection ended with an error");
+        },
+        // Evicted to make room: it had no request in flight.
+        _ = state.evicted.cancelled() => {}
     }
 }
 
