@@ -5,6 +5,8 @@
 //! state_dir = "/var/lib/conductor-netd"
 //! socket = "/run/conductor-netd/netd.sock"
 //! socket_group = "conductor"      # gid or group name allowed on the socket
+//! socket_readonly_group = "view"  # members may use GET routes only
+//! allow_host_namespace = false    # refuse attaching the daemon's own namespace
 //! pool = "10.89.0.0/16"           # automatic subnets come from here
 //! pool_prefix = 24                # ... in pieces of this size
 //! mtu = 1500
@@ -61,6 +63,23 @@ pub struct Config {
     pub egress_proxy_port6: u16,
     /// Resolvers names are forwarded to (default: /etc/resolv.conf's).
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Group (name or gid) whose members may use the GET routes only. The
+    /// socket file must let them connect (see README "Peers").
+    pub socket_readonly_group: Option<String>,
+    /// Allow attaching the daemon's own network namespace (an interface
+    /// and a default route in the host's namespace). Off: refused.
+    pub allow_host_namespace: bool,
+    /// A request's headers must be complete within this (ms).
+    pub api_header_timeout_ms: u64,
+    /// A request's body must be complete within this once its headers are (ms).
+    pub api_body_timeout_ms: u64,
+    /// A connection with no traffic and no request in flight is closed (ms).
+    pub api_idle_timeout_ms: u64,
+    /// Connections at once (root may exceed it by a reserve); lowered to
+    /// what the fd limit allows.
+    pub api_max_connections: usize,
+    /// Connections at once of one non-root uid.
+    pub api_max_connections_per_uid: usize,
 }
 
 impl Default for Config {
@@ -81,6 +100,13 @@ impl Default for Config {
             egress_proxy_port: 15001,
             egress_proxy_port6: 15002,
             dns_upstreams: Vec::new(),
+            socket_readonly_group: None,
+            allow_host_namespace: false,
+            api_header_timeout_ms: 10_000,
+            api_body_timeout_ms: 10_000,
+            api_idle_timeout_ms: 60_000,
+            api_max_connections: 512,
+            api_max_connections_per_uid: 64,
         }
     }
 }
@@ -153,6 +179,27 @@ impl Config {
             return Err(bad(format!(
                 "netlink_connections {} must be 1..=256",
                 self.netlink_connections
+            )));
+        }
+        for (name, ms) in [
+            ("api_header_timeout_ms", self.api_header_timeout_ms),
+            ("api_body_timeout_ms", self.api_body_timeout_ms),
+            ("api_idle_timeout_ms", self.api_idle_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return Err(bad(format!("{name} {ms} must be 100..=3600000")));
+            }
+        }
+        if !(1..=65_536).contains(&self.api_max_connections) {
+            return Err(bad(format!(
+                "api_max_connections {} must be 1..=65536",
+                self.api_max_connections
+            )));
+        }
+        if !(1..=self.api_max_connections).contains(&self.api_max_connections_per_uid) {
+            return Err(bad(format!(
+                "api_max_connections_per_uid {} must be 1..=api_max_connections ({})",
+                self.api_max_connections_per_uid, self.api_max_connections
             )));
         }
         Ok(())
@@ -229,6 +276,14 @@ mod tests {
         assert!(e.to_string().contains("pool_prefix 8"), "{e}");
         let e = Config::from_toml("socket_mode = \"rw\"", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("rw"), "{e}");
+        let e = Config::from_toml("api_idle_timeout_ms = 5", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("api_idle_timeout_ms 5"), "{e}");
+        let e = Config::from_toml(
+            "api_max_connections = 4\napi_max_connections_per_uid = 8",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("per_uid 8"), "{e}");
     }
 
     #[test]

@@ -469,6 +469,47 @@ mod tests {
     }
 
     #[test]
+    fn every_refused_range_is_refused_and_its_neighbours_are_not() {
+        // Inside each refused range (a piece of it, and the whole), named.
+        for (range, what) in REFUSED_V4 {
+            let net: Ipv4Net = range.parse().unwrap();
+            let piece = net
+                .subnets(24.max(net.prefix_len()))
+                .unwrap()
+                .last()
+                .unwrap();
+            let whole = (net.prefix_len() >= 8).then(|| net.to_string());
+            for text in std::iter::once(piece.to_string()).chain(whole) {
+                let e = parse_subnet_v4(&text).unwrap_err();
+                assert!(e.to_string().contains(what), "{text}: {e}");
+            }
+        }
+        for (range, what) in REFUSED_V6 {
+            let net: Ipv6Net = range.parse().unwrap();
+            let piece = Ipv6Net::new(net.network(), 120).unwrap();
+            let e = parse_subnet_v6(&piece.to_string()).unwrap_err();
+            assert!(e.to_string().contains(what), "{piece}: {e}");
+        }
+        // Overlapping from outside: a /8 around link-local, a /64 around ::1.
+        assert!(parse_subnet_v4("169.0.0.0/8").is_err());
+        assert!(parse_subnet_v6("::/64").is_err());
+        // The neighbours are fine.
+        for ok in [
+            "1.0.0.0/24",
+            "126.255.255.0/24",
+            "128.0.0.0/24",
+            "169.253.0.0/16",
+            "169.255.0.0/16",
+            "223.255.255.0/24",
+        ] {
+            parse_subnet_v4(ok).unwrap();
+        }
+        for ok in ["fd00:89::/64", "2001:db8::/64", "fe00::/64", "fec0::/64"] {
+            parse_subnet_v6(ok).unwrap();
+        }
+    }
+
+    #[test]
     fn small_subnets_and_v6() {
         let s: Ipv4Net = "10.1.2.0/30".parse().unwrap();
         let mut p = AddressPool::v4(s, "10.1.2.1".parse().unwrap());

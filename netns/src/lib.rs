@@ -22,7 +22,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use handle::{Batch, Handle};
 pub use ifname::{validate_ifname, MAX_IFNAME_LEN};
 pub use ipnet::IpNet;
-pub use link::{format_mac, validate_mtu, Link, VethSpec, MTU_RANGE};
+pub use link::{format_mac, paired_mac, validate_mtu, Link, VethSpec, MTU_RANGE};
 pub use namespace::{validate_netns_name, Netns, NETNS_RUN_DIR};
 pub use route::Route;
 pub use scratch::ScratchNamespaces;

@@ -52,6 +52,10 @@ pub struct Link {
     pub master: Option<u32>,
     /// For a veth: the peer's index (in the peer's namespace).
     pub peer_index: Option<u32>,
+    /// For a veth whose peer is in another namespace: that namespace's id
+    /// as seen from this one (IFLA_LINK_NETNSID). Linux reports it only
+    /// while the peer's namespace is alive; gVisor never does.
+    pub peer_netnsid: Option<i32>,
 }
 
 impl Link {
@@ -65,6 +69,7 @@ impl Link {
             up: msg.header.flags.contains(LinkFlags::Up),
             master: None,
             peer_index: None,
+            peer_netnsid: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -75,6 +80,7 @@ impl Link {
                 LinkAttribute::Link(p) if *p != msg.header.index && *p != 0 => {
                     link.peer_index = Some(*p)
                 }
+                LinkAttribute::LinkNetNsId(id) if *id >= 0 => link.peer_netnsid = Some(*id),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(kind) = info {
@@ -102,7 +108,9 @@ pub struct VethSpec<'a> {
     /// Attach the host end to this bridge on creation.
     pub master: Option<u32>,
     pub mtu: Option<u32>,
-    /// MAC address of the peer.
+    /// MAC address of the peer. The local end then gets `paired_mac` of
+    /// it, so either end names the other where the kernel reports no
+    /// IFLA_LINK (gVisor).
     pub peer_mac: Option<[u8; 6]>,
     /// Bring the host end up on creation.
     pub up: bool,
@@ -176,10 +184,27 @@ impl Handle {
     /// Create a bridge, or return the existing one of that name (refusing a
     /// non-bridge link that has the name). The bridge is up afterwards.
     pub async fn ensure_bridge(&self, name: &str, mtu: Option<u32>) -> Result<Link> {
+        self.ensure_bridge_with_mac(name, mtu, None).await
+    }
+
+    /// `ensure_bridge`, giving a bridge it creates this MAC address. A
+    /// bridge with an address of its own keeps it (Linux otherwise gives it
+    /// the lowest MAC of its ports, which changes as ports come and go); an
+    /// existing bridge keeps the address it has.
+    pub async fn ensure_bridge_with_mac(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<Link> {
         validate_ifname(name)?;
         let mut builder = LinkBridge::new(name);
         if let Some(mtu) = mtu {
             builder = builder.mtu(mtu);
+        }
+        if let Some(mac) = mac {
+            validate_mac(mac)?;
+            builder = builder.address(mac.to_vec());
         }
         let create = Op::ack(
             RouteNetlinkMessage::NewLink(builder.build()),
@@ -333,6 +358,18 @@ fn validate_mac(mac: [u8; 6]) -> Result<()> {
     Ok(())
 }
 
+/// The MAC of the other end of a veth pair whose one end has `mac`: the
+/// same address with bit 2 of the first byte flipped (an involution that
+/// keeps it locally administered and unicast). `create_veth` gives the
+/// local end the paired MAC of the peer's, so a pair can be matched from
+/// its two ends' addresses alone where the kernel does not report a veth's
+/// peer (gVisor reports neither IFLA_LINK nor IFLA_LINK_NETNSID).
+pub fn paired_mac(mac: [u8; 6]) -> [u8; 6] {
+    let mut paired = mac;
+    paired[0] ^= 0x04;
+    paired
+}
+
 pub fn format_mac(mac: &[u8]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
@@ -353,6 +390,9 @@ pub(crate) fn veth_op(spec: &VethSpec<'_>) -> Result<Op> {
     }
     let mut builder = LinkVeth::new(spec.name, spec.peer_name)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+    if let Some(mac) = spec.peer_mac {
+        builder = builder.address(paired_mac(mac).to_vec());
+    }
     if let Some(master) = spec.master {
         builder = builder.controller(master);
     }
@@ -389,6 +429,17 @@ mod tests {
         assert_eq!(msg.header.change_mask, LinkFlags::Up);
         assert_eq!(msg.header.flags, LinkFlags::Up);
         assert!(msg.attributes.is_empty());
+    }
+
+    #[test]
+    fn paired_macs_pair_both_ways_and_stay_local_unicast() {
+        let inner = [0x0a, 0x58, 10, 89, 0, 2];
+        let host = paired_mac(inner);
+        assert_eq!(host, [0x0e, 0x58, 10, 89, 0, 2]);
+        assert_ne!(host, inner);
+        assert_eq!(paired_mac(host), inner);
+        validate_mac(host).unwrap();
+        assert_eq!(host[0] & 0x03, 0x02, "locally administered unicast");
     }
 
     #[test]

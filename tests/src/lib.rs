@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod daemon;
+
 /// The conductor-netd binary under test: $CONDUCTOR_NETD_BIN, or the one
 /// cargo built next to this test executable (target/<profile>/).
 pub fn netd_bin() -> PathBuf {

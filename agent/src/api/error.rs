@@ -48,8 +48,8 @@ pub enum ApiError {
     #[error("method {method} not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
     /// The client did not send its request in time.
-    #[error("the request was not received within {secs} s")]
-    Timeout { secs: u64 },
+    #[error("the request body was not received within {ms} ms")]
+    Timeout { ms: u64 },
 }
 
 impl ApiError {
@@ -95,7 +95,16 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
-        (status, axum::Json(self.body())).into_response()
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if matches!(self, ApiError::Timeout { .. }) {
+            // The rest of a body that did not come in time is not waited
+            // for: the connection ends with this answer.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

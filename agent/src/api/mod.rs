@@ -6,6 +6,8 @@
 
 pub mod client;
 pub mod error;
+mod idle;
+pub mod limits;
 pub mod peer;
 pub mod router;
 pub mod routes;
@@ -17,8 +19,14 @@ pub use error::{ApiError, ClientError};
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// Longest wait for a request's body once its headers are in.
+/// Longest wait for a request's body once its headers are in (the
+/// default; the server passes its configured one in `BodyTimeout`).
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The body time-out of a connection, a request extension set by the
+/// server (`api_body_timeout_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub std::time::Duration);
 
 #[cfg(test)]
 mod tests;

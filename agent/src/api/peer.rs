@@ -1,5 +1,6 @@
-//! Who may use the API socket: root, or members of the configured group,
-//! identified with SO_PEERCRED (with gVisor's quirk handled).
+//! Who may use the API socket: root and members of the configured group
+//! (everything), members of the read-only group (GET routes), identified
+//! with SO_PEERCRED (with gVisor's quirk handled).
 
 use crate::error::{Error, Result};
 
@@ -7,8 +8,19 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Access {
     pub group: Option<u32>,
+    /// Members may use the GET routes only.
+    pub readonly_group: Option<u32>,
     /// Permission bits of the socket file.
     pub socket_mode: u32,
+}
+
+/// What an admitted peer may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Every route.
+    Full,
+    /// GET routes only.
+    ReadOnly,
 }
 
 /// Resolve a group given by name or number.
@@ -47,7 +59,7 @@ fn process_groups(pid: i32) -> Vec<u32> {
 /// file's permissions stand between the peer and the API: that is accepted
 /// when they admit nobody but the owner (root) and the group, refused when
 /// "others" have access.
-pub fn check_peer(uid: u32, gid: u32, pid: Option<i32>, access: Access) -> Result<(), String> {
+pub fn check_peer(uid: u32, gid: u32, pid: Option<i32>, access: Access) -> Result<Grant, String> {
     if pid == Some(std::process::id() as i32) {
         if access.socket_mode & 0o007 != 0 {
             return Err(format!(
@@ -58,22 +70,31 @@ pub fn check_peer(uid: u32, gid: u32, pid: Option<i32>, access: Access) -> Resul
             ));
         }
         warn_unidentified_once();
-        return Ok(());
+        return Ok(Grant::Full);
     }
     if uid == 0 {
-        return Ok(());
+        return Ok(Grant::Full);
     }
-    if let Some(group) = access.group {
-        if gid == group || pid.is_some_and(|p| process_groups(p).contains(&group)) {
-            return Ok(());
+    if access.group.is_some() || access.readonly_group.is_some() {
+        let supplementary = pid.map(process_groups).unwrap_or_default();
+        let member = |g: Option<u32>| g.is_some_and(|g| gid == g || supplementary.contains(&g));
+        if member(access.group) {
+            return Ok(Grant::Full);
         }
-        return Err(format!(
-            "uid {uid} is not allowed: only root and members of group {group} may use this socket"
-        ));
+        if member(access.readonly_group) {
+            return Ok(Grant::ReadOnly);
+        }
     }
-    Err(format!(
-        "uid {uid} is not allowed: only root may use this socket"
-    ))
+    let allowed = match (access.group, access.readonly_group) {
+        (None, None) => "only root may use this socket".to_string(),
+        (Some(g), None) => format!("only root and members of group {g} may use this socket"),
+        (None, Some(r)) => format!("only root may use this socket (members of group {r} may read)"),
+        (Some(g), Some(r)) => format!(
+            "only root and members of group {g} may use this socket (members of group {r} \
+             may read)"
+        ),
+    };
+    Err(format!("uid {uid} is not allowed: {allowed}"))
 }
 
 fn warn_unidentified_once() {
@@ -92,15 +113,18 @@ mod tests {
 
     #[test]
     fn peers() {
-        assert!(check_peer(0, 0, None, Access::default()).is_ok());
+        assert_eq!(check_peer(0, 0, None, Access::default()), Ok(Grant::Full));
         let e = check_peer(1000, 1000, None, Access::default()).unwrap_err();
         assert!(e.contains("uid 1000"), "{e}");
         let g = Access {
             group: Some(1234),
+            readonly_group: Some(77),
             socket_mode: 0o660,
         };
-        assert!(check_peer(1000, 1234, None, g).is_ok());
-        assert!(check_peer(1000, 1000, None, g).is_err());
+        assert_eq!(check_peer(1000, 1234, None, g), Ok(Grant::Full));
+        assert_eq!(check_peer(1000, 77, None, g), Ok(Grant::ReadOnly));
+        let e = check_peer(1000, 1000, None, g).unwrap_err();
+        assert!(e.contains("1234") && e.contains("77"), "{e}");
         // Supplementary groups of a live process are read from /proc.
         assert!(!process_groups(std::process::id() as i32).contains(&u32::MAX));
     }
@@ -109,13 +133,13 @@ mod tests {
     fn unidentified_peers_rely_on_the_socket_mode() {
         let me = Some(std::process::id() as i32);
         let closed = Access {
-            group: None,
             socket_mode: 0o660,
+            ..Access::default()
         };
         assert!(check_peer(0, 0, me, closed).is_ok());
         let open = Access {
-            group: None,
             socket_mode: 0o666,
+            ..Access::default()
         };
         let e = check_peer(0, 0, me, open).unwrap_err();
         assert!(e.contains("SO_PEERCRED") && e.contains("0666"), "{e}");

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::routes::{self, Route};
 use super::types::{AttachRequest, CreateNetwork, DetachRequest, DockerEngineRequest};
-use super::{BODY_LIMIT, BODY_TIMEOUT};
+use super::{BodyTimeout, BODY_LIMIT, BODY_TIMEOUT};
 use crate::docker::DockerIntegration;
 use crate::error::Error;
 use crate::kernel::Kernel;
@@ -318,12 +318,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         if declared.is_some_and(|n| n > BODY_LIMIT) {
             return Err(ApiError::TooLarge { limit: BODY_LIMIT });
         }
+        let limit = req
+            .extensions()
+            .get::<BodyTimeout>()
+            .map_or(BODY_TIMEOUT, |t| t.0);
         let body: Body = req.into_body();
-        let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT));
+        let read = tokio::time::timeout(limit, axum::body::to_bytes(body, BODY_LIMIT));
         let bytes = read
             .await
             .map_err(|_| ApiError::Timeout {
-                secs: BODY_TIMEOUT.as_secs(),
+                ms: limit.as_millis() as u64,
             })?
             .map_err(|e| {
                 let too_large = std::error::Error::source(&e)

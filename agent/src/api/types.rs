@@ -132,6 +132,22 @@ pub struct Status {
     pub socket: String,
     pub environment: String,
     pub networks: Vec<StatusNetwork>,
+    /// Bridges in this daemon's prefix that no network record uses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmanaged_bridges: Vec<UnmanagedBridge>,
+}
+
+/// A bridge named in this daemon's prefix (`cn-`) that no network record
+/// uses: a record deleted or set aside, or another program's bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmanagedBridge {
+    pub bridge: String,
+    pub addresses: Vec<String>,
+    /// Made by this daemon (it carries its mark): `network create` with
+    /// the network's name adopts it.
+    pub ours: bool,
+    /// What to do about it.
+    pub fix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

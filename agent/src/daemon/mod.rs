@@ -119,6 +119,11 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             .map_err(|e| Error::Internal(format!("start the runtime: {e}")))?;
         let access = Access {
             group,
+            readonly_group: config
+                .socket_readonly_group
+                .as_deref()
+                .map(peer::resolve_group)
+                .transpose()?,
             socket_mode: config.socket_mode_bits()?,
         };
         rt.block_on(async move {
@@ -151,6 +156,7 @@ async fn run<K: Kernel>(
     probe: Option<doctor::Report>,
 ) -> Result<()> {
     let socket = config.socket.clone();
+    let limits = server::Limits::for_daemon(&config);
     let svc = Arc::new(Service::new(kernel, store, config)?);
     let probe_report = probe.clone();
     if let Some(p) = probe {
@@ -177,14 +183,7 @@ async fn run<K: Kernel>(
     };
     let app = router::with_docker(svc.clone(), docker);
     components.spawn("api", move |stop| {
-        server::serve(
-            app,
-            listener,
-            access,
-            server::Limits::default(),
-            stop,
-            DRAIN,
-        )
+        server::serve(app, listener, access, limits, stop, DRAIN)
     });
     tracing::info!(socket = %socket.display(), environment = %svc.kernel().environment(), "serving");
     components.run(DRAIN).await

@@ -76,6 +76,17 @@ pub fn bridge_name(network: &str) -> String {
     )
 }
 
+/// The MAC a bridge of this daemon gets when it creates it: 0a:58:ff, the
+/// instance tag, a byte of a hash of the bridge's name. It marks the bridge
+/// as this daemon's (a bridge whose record is lost can be adopted only with
+/// it) and pins the gateway's MAC (a Linux bridge without one takes its
+/// lowest port's). Endpoint MACs are 0a:58 + an IPv4 address, and 255.x is
+/// refused by IPAM, so the two never meet.
+pub fn bridge_mac(tag: &str, bridge: &str) -> [u8; 6] {
+    let t = u16::from_str_radix(tag, 16).unwrap_or(0).to_be_bytes();
+    [0x0a, 0x58, 0xff, t[0], t[1], fnv1a(bridge.as_bytes()) as u8]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +114,16 @@ mod tests {
         netns::validate_ifname(&a).unwrap();
         let long = "x".repeat(64);
         assert!(bridge_name(&long).len() <= 15);
+    }
+
+    #[test]
+    fn bridge_macs_carry_the_tag_and_never_look_like_an_endpoint() {
+        let mac = bridge_mac("1ab9", "cn-web");
+        assert_eq!(mac[..5], [0x0a, 0x58, 0xff, 0x1a, 0xb9]);
+        assert_eq!(mac, bridge_mac("1ab9", "cn-web"));
+        assert_ne!(mac[..5], bridge_mac("1aba", "cn-web")[..5]);
+        // Endpoint MACs are 0a:58:<IPv4>, and 255.0.0.0/8 is refused.
+        assert!(crate::ipam::parse_subnet_v4("255.0.0.0/8").is_err());
     }
 
     #[test]

@@ -120,6 +120,21 @@ pub fn status_tree(s: &Status) -> String {
             ));
         }
     }
+    for b in &s.unmanaged_bridges {
+        out.push_str(&format!(
+            "
+unmanaged bridge in our prefix: {} ({})
+    fix: {}
+",
+            b.bridge,
+            if b.addresses.is_empty() {
+                "no addresses".to_string()
+            } else {
+                b.addresses.join(", ")
+            },
+            b.fix
+        ));
+    }
     out
 }
 

@@ -9,7 +9,7 @@ use super::Service;
 use crate::api::types::{AttachRequest, AttachResponse};
 use crate::error::{Error, Result};
 use crate::kernel::{EndpointPlan, Kernel};
-use crate::model::{self, Endpoint, EndpointState, Network};
+use crate::model::{self, Endpoint, EndpointState, Network, NsId};
 
 impl<K: Kernel> Service<K> {
     pub async fn attach(&self, network: &str, req: AttachRequest) -> Result<AttachResponse> {
@@ -35,7 +35,16 @@ impl<K: Kernel> Service<K> {
                 Some(_) => {}
             }
         }
-        let (ns, ns_id) = self.kernel.open(&target)?;
+        let (ns, ns_id) = self.kernel.open(&target).await?;
+        if ns_id == self.kernel.own_namespace() && !self.config.allow_host_namespace {
+            return Err(Error::Permission(format!(
+                "{} is the daemon's own network namespace: attaching it would put an \
+                 interface and a default route into the host's namespace (set \
+                 allow_host_namespace = true in the configuration to allow it)",
+                target.describe()
+            )));
+        }
+        self.drop_stale_endpoints(ns_id).await?;
 
         // Reserve (or find the existing endpoint), waiting out an attach or
         // detach of the same target that is in flight.
@@ -192,6 +201,50 @@ impl<K: Kernel> Service<K> {
             tracing::debug!(endpoint = %r.endpoint.endpoint.id, network, address = %endpoint.ipv4, "attached");
         }
         result
+    }
+
+    /// Forget the endpoints recorded for this namespace whose host link is
+    /// gone: the namespace was deleted and a new one got its inode number
+    /// (Linux reuses them, and namespaces are identified by device and
+    /// inode), or someone deleted the interface. The kernel deletes a veth
+    /// pair with either end, so a live endpoint always has its host link;
+    /// checking it costs no netlink round trip.
+    async fn drop_stale_endpoints(&self, ns_id: NsId) -> Result<()> {
+        let recorded: Vec<(String, String)> = self
+            .reg()
+            .endpoints
+            .values()
+            .filter(|e| e.endpoint.netns_id == ns_id && e.state == EndpointState::Attached)
+            .map(|e| (e.endpoint.id.clone(), e.endpoint.host_ifname.clone()))
+            .collect();
+        for (id, host) in recorded {
+            if self.kernel.link_exists(&host)? {
+                continue;
+            }
+            let endpoint = {
+                let mut reg = self.reg();
+                match reg.endpoints.get_mut(&id) {
+                    Some(e) if e.state == EndpointState::Attached => {
+                        e.state = EndpointState::Detaching;
+                        e.endpoint.clone()
+                    }
+                    // Another request is already on it.
+                    _ => continue,
+                }
+            };
+            tracing::warn!(
+                endpoint = %id,
+                network = %endpoint.network,
+                target = %endpoint.target.describe(),
+                "host link {host} is gone (the namespace was re-created, or its interface \
+                 deleted): forgetting the endpoint"
+            );
+            if let Err(e) = self.complete_detach(&endpoint).await {
+                self.undo_detaching(&id);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Persist, then create in the kernel; undo both on failure.

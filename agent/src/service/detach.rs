@@ -10,6 +10,13 @@ use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::model::{Endpoint, EndpointState, Target};
 
+/// The answer when there is nothing (left) to detach.
+const NOT_DETACHED: DetachResponse = DetachResponse {
+    detached: false,
+    id: None,
+    pending: false,
+};
+
 impl<K: Kernel> Service<K> {
     /// The reaper, a component of the daemon: it finishes detaches that do
     /// not wait (until it runs, every detach waits). The channel is in place
@@ -61,7 +68,7 @@ impl<K: Kernel> Service<K> {
         if !self.reg().networks.contains_key(network) {
             return Err(Error::not_found("network", network));
         }
-        let id = match self.kernel.open(target) {
+        let id = match self.kernel.open(target).await {
             Ok((_ns, ns_id)) => self
                 .reg()
                 .find(network, ns_id)
@@ -81,19 +88,23 @@ impl<K: Kernel> Service<K> {
             }
         };
         match id {
-            Some(id) => self.detach_id(&id, wait).await,
-            None => Ok(DetachResponse {
-                detached: false,
-                id: None,
-                pending: false,
-            }),
+            // Gone by the time we look (another detach finished it): the
+            // target was attached a moment ago and is not now.
+            Some(id) => self.detach_known(&id, wait, true).await,
+            None => Ok(NOT_DETACHED),
         }
     }
 
     /// Detach an endpoint by id. With `wait` false (and the reaper running)
     /// the answer comes once a tombstone is recorded and the veth deletion
-    /// runs in the background.
+    /// runs in the background. An id never known is NotFound; one that
+    /// another request was detaching meanwhile is `detached: false`.
     pub async fn detach_id(&self, id: &str, wait: bool) -> Result<DetachResponse> {
+        self.detach_known(id, wait, false).await
+    }
+
+    async fn detach_known(&self, id: &str, wait: bool, gone_ok: bool) -> Result<DetachResponse> {
+        let mut waited = false;
         let endpoint = loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -101,12 +112,15 @@ impl<K: Kernel> Service<K> {
             {
                 let mut reg = self.reg();
                 match reg.endpoints.get_mut(id) {
+                    None if gone_ok || waited => return Ok(NOT_DETACHED),
                     None => return Err(Error::not_found("endpoint", id)),
                     Some(e) if e.state == EndpointState::Attached => {
                         e.state = EndpointState::Detaching;
                         break e.endpoint.clone();
                     }
-                    Some(_) => {}
+                    // Being attached or detached by another request: wait
+                    // for it to settle, then look again.
+                    Some(_) => waited = true,
                 }
             }
             notified.await;
@@ -145,7 +159,9 @@ impl<K: Kernel> Service<K> {
 
     /// Delete the veth and the record of an endpoint in state Detaching,
     /// then forget it and free its addresses.
-    async fn complete_detach(&self, endpoint: &Endpoint) -> Result<()> {
+    pub(super) async fn complete_detach(&self, endpoint: &Endpoint) -> Result<()> {
+        #[cfg(any(test, feature = "testing"))]
+        self.fault_before_delete().await;
         self.kernel.delete_link(&endpoint.host_ifname).await?;
         self.unpersist_endpoint(&endpoint.id).await?;
         {
@@ -157,7 +173,7 @@ impl<K: Kernel> Service<K> {
         Ok(())
     }
 
-    fn undo_detaching(&self, id: &str) {
+    pub(super) fn undo_detaching(&self, id: &str) {
         if let Some(ep) = self.reg().endpoints.get_mut(id) {
             ep.state = EndpointState::Attached;
         }

@@ -12,6 +12,7 @@
 //! So an address is on disk before it is in any namespace, and leaves the
 //! disk only after it left the kernel: it is never handed out twice.
 
+mod adopt;
 mod attach;
 mod detach;
 #[cfg(any(test, feature = "testing"))]
@@ -51,6 +52,8 @@ pub struct Service<K: Kernel> {
     probe: Mutex<Option<serde_json::Value>>,
     /// Where detaches that do not wait send their endpoint ids.
     reaper: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Bridges in our prefix that no network record uses (found at start).
+    unmanaged: Mutex<Vec<crate::api::types::UnmanagedBridge>>,
 }
 
 impl<K: Kernel> Service<K> {
@@ -70,6 +73,7 @@ impl<K: Kernel> Service<K> {
             fault: fault::from_env(),
             probe: Mutex::new(None),
             reaper: std::sync::OnceLock::new(),
+            unmanaged: Mutex::new(Vec::new()),
         })
     }
 
@@ -128,5 +132,7 @@ impl<K: Kernel> Service<K> {
     }
 }
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 pub(crate) mod tests;

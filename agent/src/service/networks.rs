@@ -61,7 +61,18 @@ impl<K: Kernel> Service<K> {
         };
         // What the namespace already routes (outside the lock: it awaits).
         let used = self.kernel.used_networks().await?;
-        let links = self.kernel.link_names().await?;
+        let links = self.kernel.host_links().await?;
+        let existing = links.iter().find(|l| l.name == bridge);
+        let unused = !self
+            .reg()
+            .networks
+            .values()
+            .any(|n| n.network.bridge == bridge);
+        if let (Some(link), true) = (existing, unused) {
+            if self.is_ours(link, &links) {
+                return self.adopt_requested(&req, link).await;
+            }
+        }
 
         let network = {
             let mut reg = self.reg();
@@ -77,10 +88,12 @@ impl<K: Kernel> Service<K> {
                     other.network.name
                 )));
             }
-            if links.contains(&bridge) {
+            if existing.is_some() {
                 return Err(Error::Conflict(format!(
-                    "a link named {bridge:?} already exists in the daemon's namespace \
-                     (choose another network name or bridge)"
+                    "a link named {bridge:?} already exists in the daemon's namespace and \
+                     was not made by this daemon (it lacks conductor-netd's mark): delete it \
+                     (`ip link del {bridge}`) if it is a leftover, or choose another network \
+                     name or --bridge"
                 )));
             }
             let subnet = match requested {
@@ -147,9 +160,15 @@ impl<K: Kernel> Service<K> {
             tokio::task::spawn_blocking(move || store.save_network(&n))
                 .await
                 .map_err(|e| Error::Internal(format!("state writer: {e}")))??;
-            if let Err(e) = self.kernel.ensure_bridge(&network).await {
+            if let Err(e) = self
+                .kernel
+                .ensure_bridge(&network, self.bridge_mark(&network))
+                .await
+            {
                 let _ = self.kernel.delete_link(&network.bridge).await;
-                let _ = self.store.remove_network(&network.name);
+                let store = self.store.clone();
+                let name = network.name.clone();
+                let _ = tokio::task::spawn_blocking(move || store.remove_network(&name)).await;
                 return Err(e);
             }
             Ok(())
@@ -172,6 +191,73 @@ impl<K: Kernel> Service<K> {
                 Err(e)
             }
         }
+    }
+
+    /// `network create` of a bridge of ours that no record uses (its
+    /// record was deleted or set aside): take it back as it is, if the
+    /// request agrees with it, with the endpoints of ours on it.
+    async fn adopt_requested(
+        &self,
+        req: &CreateNetwork,
+        link: &crate::kernel::HostLink,
+    ) -> Result<NetworkView> {
+        let found = self.network_from_bridge(&req.name, link).await?;
+        let differs = |what: &str, asked: &str, has: String| {
+            Error::Conflict(format!(
+                "bridge {:?} (made by this daemon, its network record is missing) has \
+                 {what} {has}, not {asked}: create the network with that {what} to adopt it, \
+                 or delete the bridge (`ip link del {}`)",
+                link.name, link.name
+            ))
+        };
+        if let Some(asked) = &req.subnet {
+            if ipam::parse_subnet_v4(asked)? != found.subnet {
+                return Err(differs("subnet", asked, found.subnet.to_string()));
+            }
+        }
+        if let Some(asked) = &req.gateway {
+            if ipam::gateway_v4(found.subnet, Some(asked))? != found.gateway {
+                return Err(differs("gateway", asked, found.gateway.to_string()));
+            }
+        }
+        if let Some(asked) = &req.ipv6_subnet {
+            if Some(ipam::parse_subnet_v6(asked)?) != found.ipv6_subnet {
+                let has = found.ipv6_subnet.map(|s| s.to_string());
+                return Err(differs("ipv6 subnet", asked, has.unwrap_or("none".into())));
+            }
+        }
+        let network = self.adopt_network(&req.name, link).await?;
+        tracing::warn!(
+            network = %network.name,
+            bridge = %network.bridge,
+            subnet = %network.subnet,
+            "adopted a bridge of ours whose network record was missing"
+        );
+        // Its endpoints whose records went with it.
+        let prefix = self.link_prefix();
+        let links = self.kernel.host_links().await?;
+        let strays: Vec<crate::kernel::HostLink> = {
+            let reg = self.reg();
+            links
+                .into_iter()
+                .filter(|l| l.name.starts_with(&prefix))
+                .filter(|l| {
+                    !reg.endpoints
+                        .values()
+                        .any(|e| e.endpoint.host_ifname == l.name)
+                })
+                .collect()
+        };
+        let mut report = super::ReconcileReport::default();
+        self.adopt_stray_links(&strays, &Default::default(), &mut report)
+            .await;
+        for w in &report.warnings {
+            tracing::warn!("adopting {}: {w}", network.name);
+        }
+        Ok(NetworkView {
+            endpoints: self.reg().count(&network.name),
+            network,
+        })
     }
 
     pub fn networks(&self) -> Vec<NetworkView> {

@@ -60,6 +60,11 @@ impl<K: Kernel> Service<K> {
             socket: self.config.socket.display().to_string(),
             environment: self.kernel.environment(),
             networks,
+            unmanaged_bridges: self
+                .unmanaged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
