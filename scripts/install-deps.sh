@@ -20,7 +20,13 @@ apt-get install -y --no-install-recommends \
     ca-certificates iproute2 iptables nftables busybox-static util-linux procps jq \
     containernetworking-plugins docker.io \
     golang-go golang-github-vishvananda-netlink-dev \
-    build-essential pkg-config
+    build-essential pkg-config \
+    tinyproxy openssl curl
+# tinyproxy is the egress suite's upstream CONNECT proxy, started by the
+# suite inside its own namespaces: the system service is not wanted.
+if [ -d /run/systemd/system ]; then
+    systemctl disable --now tinyproxy >/dev/null 2>&1 || true
+fi
 apt-get install -y --no-install-recommends -t bookworm-backports runsc
 # Debian sid's dockerd 28.5.2, privately beside bookworm's 20.10.
 "$(dirname "$0")/install-docker28.sh"

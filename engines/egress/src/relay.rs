@@ -72,23 +72,44 @@ pub fn reset(stream: &TcpStream) {
     );
 }
 
+/// The first reads of each direction go through a small buffer, so a short
+/// exchange (a request and its answer) never pays for a pipe. A read that
+/// fills it means a stream is flowing: from then on splice, or a larger
+/// buffer.
+const FIRST: usize = 16 * 1024;
+
 async fn one_way(from: &TcpStream, to: &TcpStream, mode: CopyMode) -> io::Result<u64> {
-    let moved = if mode == CopyMode::Splice && !splice_refused() {
-        match Pipe::new() {
-            Ok(pipe) => splice_loop(from, to, &pipe).await?,
-            Err(e) => {
-                tracing::debug!(error = %e, "no pipe for splice, copying through a buffer");
-                Spliced::Refused(0)
-            }
+    let mut total: u64 = 0;
+    let mut buf = vec![0u8; FIRST];
+    loop {
+        let n = from
+            .async_io(Interest::READABLE, || from.try_read(&mut buf))
+            .await?;
+        if n == 0 {
+            return finish(to, total);
         }
-    } else {
-        Spliced::Refused(0)
-    };
-    let total = match moved {
-        Spliced::Done(n) => n,
-        Spliced::Refused(before) => before + buffered_loop(from, to).await?,
-    };
-    // Pass the EOF on; the other direction may still be running.
+        write_all(to, &buf[..n]).await?;
+        total += n as u64;
+        if n == buf.len() {
+            break;
+        }
+    }
+    if mode == CopyMode::Splice && !splice_refused() {
+        match Pipe::new() {
+            Ok(pipe) => match splice_loop(from, to, &pipe).await? {
+                Spliced::Done(n) => return finish(to, total + n),
+                Spliced::Refused(n) => total += n,
+            },
+            Err(e) => tracing::debug!(error = %e, "no pipe for splice, copying through a buffer"),
+        }
+    }
+    buf.resize(CHUNK, 0);
+    total += buffered_loop(from, to, &mut buf).await?;
+    finish(to, total)
+}
+
+/// Pass the EOF on; the other direction may still be running.
+fn finish(to: &TcpStream, total: u64) -> io::Result<u64> {
     let _ = shutdown(to.as_raw_fd(), Shutdown::Write);
     Ok(total)
 }
@@ -102,7 +123,13 @@ impl Pipe {
     fn new() -> io::Result<Pipe> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
         // A larger pipe means fewer splice calls per byte; refusal is harmless.
-        let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+        let size = std::env::var("CONDUCTOR_EGRESS_PIPE_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PIPE_SIZE);
+        if size > 0 {
+            let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(size));
+        }
         Ok(Pipe { read, write })
     }
 }
@@ -169,12 +196,11 @@ pub async fn write_all(to: &TcpStream, buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-async fn buffered_loop(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
-    let mut buf = vec![0u8; CHUNK];
+async fn buffered_loop(from: &TcpStream, to: &TcpStream, buf: &mut [u8]) -> io::Result<u64> {
     let mut total: u64 = 0;
     loop {
         let n = from
-            .async_io(Interest::READABLE, || from.try_read(&mut buf))
+            .async_io(Interest::READABLE, || from.try_read(buf))
             .await?;
         if n == 0 {
             return Ok(total);

@@ -60,10 +60,14 @@ async fn run(conn: &Conn) {
     let local = client.local_addr().ok();
     let dst = match (shared.destination)(client) {
         Ok(d) if Some(d) != local => d,
-        Ok(_) | Err(_) => {
+        other => {
             // Not redirected: someone connected to the proxy port itself.
             // Serving it would connect the proxy to itself.
-            tracing::warn!(source = %peer, listener = ?local, "connection was not redirected (no original destination); refusing");
+            let why = match other {
+                Ok(d) => format!("original destination {d} is the proxy itself"),
+                Err(e) => format!("no original destination: {e}"),
+            };
+            tracing::warn!(source = %peer, listener = ?local, %why, "connection was not redirected; refusing");
             Counters::bump(&shared.counters.failed);
             reset(client);
             return;
