@@ -185,7 +185,7 @@ async fn transparent(
     let engine = Engine::with_destination_lookup(
         config,
         policy,
-        Arc::new(move |s: &TcpStream| {
+        Arc::new(move |s: &TcpStream, _local: &SocketAddr| {
             let port = s.peer_addr()?.port();
             d2.lock()
                 .unwrap()
@@ -377,7 +377,7 @@ async fn connection_limit_resets_the_excess() {
     let engine = Engine::with_destination_lookup(
         cfg,
         Arc::new(crate::AllowAll),
-        Arc::new(move |_| Ok(server)),
+        Arc::new(move |_, _| Ok(server)),
     );
     let (l, addr) = listen().await;
     let e2 = engine.clone();

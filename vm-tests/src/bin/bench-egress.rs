@@ -54,6 +54,10 @@ struct Args {
     /// Rounds (phases alternate within a round; medians are reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// The engine's runtime: `multi` (the process's two-worker runtime, as
+    /// in the daemon) or `current` (one thread of its own).
+    #[arg(long, default_value = "multi")]
+    engine_runtime: String,
     #[arg(long, hide = true)]
     inner: Option<String>,
     /// Phases for an inner run (nat, splice, buffered, direct).
@@ -142,13 +146,26 @@ fn main() {
             "== {env}: {} rounds, {}s bulk / {}s connection-rate samples ==",
             args.rounds, args.seconds, args.rate_seconds
         );
-        let groups: Vec<&str> = if env == "gvisor" {
-            vec!["splice,buffered,direct", "nat"]
+        // In gVisor nat gets a sandbox of its own, after the others.
+        let others: Vec<&str> = args
+            .phases
+            .iter()
+            .map(String::as_str)
+            .filter(|p| *p != "nat")
+            .collect();
+        let with_nat = args.phases.iter().any(|p| p == "nat");
+        let groups: Vec<String> = if env == "gvisor" {
+            let mut g = vec![others.join(",")];
+            if with_nat {
+                g.push("nat".into());
+            }
+            g.retain(|g| !g.is_empty());
+            g
         } else {
-            vec!["splice,buffered,direct,nat"]
+            vec![args.phases.join(",")]
         };
         let mut figures: Vec<(Phase, Figures)> = Vec::new();
-        for group in groups {
+        for group in &groups {
             match run_child(env, group, &args) {
                 Ok(f) => figures.extend(f),
                 Err(e) => {
@@ -178,6 +195,8 @@ fn run_child(env: &str, phases: &str, args: &Args) -> Result<Vec<(Phase, Figures
         args.rounds.to_string(),
         "--phases".to_string(),
         phases.to_string(),
+        "--engine-runtime".to_string(),
+        args.engine_runtime.clone(),
         "--inner".to_string(),
         env.to_string(),
     ];
@@ -413,8 +432,11 @@ fn start_servers(inet: &Netns) -> Result<(), String> {
         std::thread::spawn(move || loop {
             let Ok((mut s, _)) = l.accept() else { return };
             let mut req = [0u8; REQUEST];
-            if s.read_exact(&mut req).is_ok() {
-                let _ = s.write_all(&[b'r'; REQUEST]);
+            if s.read_exact(&mut req).is_ok() && s.write_all(&[b'r'; REQUEST]).is_ok() {
+                // The client closes first (its TIME_WAIT, which its port
+                // allocator knows about, not a server TIME_WAIT that a
+                // reused client port would run into with a 1 s SYN retry).
+                let _ = s.read(&mut req);
             }
         });
     }
@@ -567,20 +589,53 @@ fn run_inner(env: &str, args: &Args) -> Result<(), String> {
     let inet = topo.ns("i")?;
     let c1 = topo.ns("c1")?;
     start_servers(&inet)?;
+    if env == "kernel" {
+        // Clients close first: let them reuse their TIME_WAIT ports, as a
+        // busy client would (gVisor has no such switch).
+        for ns in [
+            Netns::current().map_err(|e| e.to_string())?,
+            c1.try_clone().map_err(|e| e.to_string())?,
+        ] {
+            netns::write_sysctl(&ns, "net.ipv4.tcp_tw_reuse", "1").map_err(|e| e.to_string())?;
+        }
+    }
 
     // The engine in the sandbox namespace: one splicing, one buffered.
+    let mut listeners = Vec::new();
     for (port, mode) in [
         (SPLICE_PORT, CopyMode::Splice),
         (BUFFERED_PORT, CopyMode::Buffered),
     ] {
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind(("0.0.0.0", port)))
+        let l = std::net::TcpListener::bind(("0.0.0.0", port))
             .map_err(|e| format!("bind proxy port {port}: {e}"))?;
-        let engine = Engine::allow_all(EngineConfig {
-            copy_mode: mode,
-            ..EngineConfig::default()
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        listeners.push((l, mode));
+    }
+    let serve = |listeners: Vec<(std::net::TcpListener, CopyMode)>| async move {
+        let mut set = tokio::task::JoinSet::new();
+        for (l, mode) in listeners {
+            let engine = Engine::allow_all(EngineConfig {
+                copy_mode: mode,
+                ..EngineConfig::default()
+            });
+            let l = tokio::net::TcpListener::from_std(l).expect("listener");
+            set.spawn(async move { engine.serve_transparent(l, None).await });
+        }
+        set.join_all().await;
+    };
+    if args.engine_runtime == "multi" {
+        let _guard = rt.enter();
+        rt.spawn(serve(listeners));
+    } else {
+        std::thread::spawn(move || {
+            let Ok(own) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            own.block_on(serve(listeners));
         });
-        rt.spawn(async move { engine.serve_transparent(listener, None).await });
     }
 
     let (tool, nat_mode) = if env == "kernel" {
@@ -617,6 +672,13 @@ fn run_inner(env: &str, args: &Args) -> Result<(), String> {
                 eprintln!("  {} ...", phase.title());
                 match client(ns, limit, move || rate(rs)) {
                     Ok((c, lat)) => {
+                        let slow = lat
+                            .iter()
+                            .filter(|d| **d > Duration::from_millis(200))
+                            .count();
+                        if slow > 0 {
+                            eprintln!("    {} connections over 200 ms of {}", slow, lat.len());
+                        }
                         s.cps.push(c);
                         s.lat.extend(lat);
                     }
