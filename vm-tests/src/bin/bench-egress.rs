@@ -659,6 +659,10 @@ fn run_inner(env: &str, args: &Args) -> Result<(), String> {
     let result = (|| -> Result<(), String> {
         for _ in 0..args.rounds {
             for (phase, s) in samples.iter_mut() {
+                if stalled {
+                    // A wedged stack may hang even the next rule change.
+                    break;
+                }
                 let ns = match phase {
                     Phase::Nat => rt.block_on(nat.enable(&net)).map(|_| Some(&c1)),
                     Phase::Splice => rt.block_on(spliced.enable(&net)).map(|_| Some(&c1)),
@@ -666,9 +670,6 @@ fn run_inner(env: &str, args: &Args) -> Result<(), String> {
                     Phase::Direct => Ok(None),
                 }
                 .map_err(|e| e.to_string())?;
-                if stalled {
-                    continue;
-                }
                 eprintln!("  {} ...", phase.title());
                 match client(ns, limit, move || rate(rs)) {
                     Ok((c, lat)) => {
@@ -706,7 +707,6 @@ fn run_inner(env: &str, args: &Args) -> Result<(), String> {
             .unwrap_or_else(|e| e);
         println!("after the failure, bulk from the sandbox itself: {after}");
     }
-    let _ = rt.block_on(fw.remove_all());
     result?;
     for (phase, s) in samples.iter_mut() {
         if !s.gbps.is_empty() {
@@ -724,5 +724,6 @@ fn run_inner(env: &str, args: &Args) -> Result<(), String> {
     }
     // Results are out; tearing down a wedged gVisor stack may never finish.
     println!("DONE");
+    let _ = rt.block_on(fw.remove_all());
     Ok(())
 }
