@@ -246,10 +246,12 @@ if want $t; then
     # nothing but redirected TCP leaves.
     apply --backend proxy
     echo 1 > /proc/sys/net/ipv4/ip_forward
+    [ "$ENV" = kernel ] && echo 1 > /proc/sys/net/ipv6/conf/all/forwarding
     OUT=$(ip netns exec "$C1" "$H" udp-ask --to "$SERVER4:9001" 2>&1); U=$?
+    OUT6=$(ip netns exec "$C1" "$H" udp-ask --to "[$SERVER6]:9001" 2>&1); U6=$?
     ip netns exec "$C1" busybox ping -c1 -W2 "$SERVER4" >/dev/null 2>&1; I=$?
-    log "proxy: UDP $([ $U -eq 0 ] && echo "reached ($OUT)" || echo dropped), ICMP $([ $I -eq 0 ] && echo reached || echo dropped)"
-    [ $U -ne 0 ] && [ $I -ne 0 ] && pass $t || fail $t "forwarded: udp rc=$U icmp rc=$I"
+    log "proxy: UDP $([ $U -eq 0 ] && echo "reached ($OUT)" || echo dropped), UDP6 $([ $U6 -eq 0 ] && echo "reached ($OUT6)" || echo dropped), ICMP $([ $I -eq 0 ] && echo reached || echo dropped)"
+    [ $U -ne 0 ] && [ $U6 -ne 0 ] && [ $I -ne 0 ] && pass $t || fail $t "forwarded: udp rc=$U udp6 rc=$U6 icmp rc=$I"
 fi
 
 t=proxy_ipv6_redirected
