@@ -208,7 +208,9 @@ fn run_child(env: &str, phases: &str, args: &Args) -> Result<Vec<(Phase, Figures
     } else {
         let _ = std::fs::create_dir_all(&root);
         let mut c = Command::new("runsc");
-        c.arg("--root")
+        // runsc do keeps its bundle in TMPDIR; a sandbox killed because its
+        // stack wedged cannot remove it, so it goes with our own folder.
+        c.env("TMPDIR", &root).arg("--root")
             .arg(&root)
             .args(["--network=none", "--net-raw", "--platform=ptrace", "do"])
             .arg(&me)
