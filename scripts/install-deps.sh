@@ -20,11 +20,19 @@ apt-get install -y --no-install-recommends \
     ca-certificates iproute2 iptables nftables busybox-static util-linux procps jq \
     containernetworking-plugins docker.io \
     golang-go golang-github-vishvananda-netlink-dev \
-    build-essential pkg-config
-# dnsmasq's binary, the DNS engine benchmark's comparison (bench-dns).
+    build-essential pkg-config \
+    tinyproxy openssl curl dnsmasq-base
 # dnsmasq-base, not dnsmasq: the latter also enables a system service that
-# takes port 53 on every interface of the machine.
-apt-get install -y --no-install-recommends dnsmasq-base
+# takes port 53 on every interface (dnsmasq is the DNS engine benchmark's
+# comparison and the tests' stand-in upstream). tinyproxy is the egress
+# suites' upstream CONNECT proxy, started by the suites inside their own
+# namespaces: its system service is not wanted.
+if [ -d /run/systemd/system ]; then
+    systemctl disable --now tinyproxy >/dev/null 2>&1 || true
+else
+    invoke-rc.d tinyproxy stop >/dev/null 2>&1 || true
+    update-rc.d tinyproxy disable >/dev/null 2>&1 || true
+fi
 apt-get install -y --no-install-recommends -t bookworm-backports runsc
 # Debian sid's dockerd 28.5.2, privately beside bookworm's 20.10.
 "$(dirname "$0")/install-docker28.sh"

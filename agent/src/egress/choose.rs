@@ -10,9 +10,12 @@
 //!    `HTTP_PROXY`/`HTTPS_PROXY` pointing at the daemon's explicit proxy.
 //! 2. MASQUERADE works (a real kernel): `nat` with MASQUERADE, every
 //!    protocol, the kernel's speed.
-//! 3. SNAT works (gVisor): `nat` with SNAT to the uplink address - TCP and
-//!    UDP at the netstack's speed, where `proxy` would carry TCP only.
-//! 4. REDIRECT works: `proxy`.
+//! 3. REDIRECT works: `proxy`. This is gVisor's case: its SNAT works for
+//!    single requests, but its forwarding path stalls a bulk TCP stream
+//!    after a few hundred KB and then wedges the uplink for every later
+//!    connection (measured on 20240729, docs/gvisor-quirks.md), while the
+//!    proxy terminates TCP locally and never forwards.
+//! 4. SNAT works: `nat` with SNAT to the uplink address (TCP, UDP).
 //! 5. Otherwise `none`, plus the explicit proxy for endpoints.
 //!
 //! The firewall flavour: iptables-nft where nf_tables works (the flavour

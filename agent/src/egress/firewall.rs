@@ -95,10 +95,20 @@ impl<R: CommandRunner> Firewall<R> {
         }
     }
 
-    /// What the firewall holds now, in one family.
+    /// What the firewall holds now in our tables, in one family. Each table
+    /// is asked for by name: without `-t`, iptables-save lists the tables in
+    /// /proc/net/ip_tables_names, which gVisor does not have (it prints
+    /// nothing there).
     pub async fn saved(&self, family: Family) -> Result<Saved, EgressError> {
-        let out = self.runner.run(&self.tool.save(family), &[], None).await?;
-        Ok(Saved::parse(&out.stdout))
+        let mut text = String::new();
+        for table in ["filter", "nat"] {
+            let out = self
+                .runner
+                .run(&self.tool.save(family), &["-t", table], None)
+                .await?;
+            text.push_str(&out.stdout);
+        }
+        Ok(Saved::parse(&text))
     }
 
     async fn commit(&self, family: Family, script: &Script) -> Result<(), EgressError> {
@@ -173,22 +183,40 @@ pub(crate) mod tests {
     use super::*;
     use crate::egress::runner::{Call, Output, ScriptedRunner};
 
-    /// A runner that answers `*-save` with `saved` (per family) and accepts
-    /// every restore.
+    /// One table's section of an iptables-save text.
+    fn section(saved: &str, table: &str) -> String {
+        let mut out = String::new();
+        let mut on = false;
+        for line in saved.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                on = t == table;
+            }
+            if on {
+                out.push_str(line);
+                out.push('\n');
+            }
+            if line == "COMMIT" {
+                on = false;
+            }
+        }
+        out
+    }
+
+    /// A runner that answers `*-save -t TABLE` with that table of `saved`
+    /// (per family) and accepts every restore.
     pub fn runner(saved_v4: &'static str, saved_v6: &'static str) -> ScriptedRunner {
         ScriptedRunner::new(move |call: &Call| {
             let stdout = if call.program.ends_with("-save") {
-                if call.program.starts_with("ip6") {
+                let saved = if call.program.starts_with("ip6") {
                     saved_v6
                 } else {
                     saved_v4
-                }
+                };
+                section(saved, call.args.get(1).map_or("", String::as_str))
             } else {
-                ""
+                String::new()
             };
-            Ok(Output {
-                stdout: stdout.to_string(),
-            })
+            Ok(Output { stdout })
         })
     }
 
@@ -200,7 +228,7 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn one_save_and_one_restore_per_family() {
+    async fn saves_per_table_and_one_restore_per_family() {
         let fw = Firewall::new(runner("", ""), Tool::Legacy, true);
         let v4 = NetworkRules {
             forward: vec!["-i br0 ! -o br0 -j DROP".into()],
@@ -212,14 +240,17 @@ pub(crate) mod tests {
             .iter()
             .map(|c| (c.program.as_str(), c.args.clone()))
             .collect();
-        let restore_args: Vec<String> = ["--noflush", "--wait", "10"].map(String::from).to_vec();
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let restore = args(&["--noflush", "--wait", "10"]);
         assert_eq!(
             programs,
             vec![
-                ("iptables-legacy-save", vec![]),
-                ("iptables-legacy-restore", restore_args.clone()),
-                ("ip6tables-legacy-save", vec![]),
-                ("ip6tables-legacy-restore", restore_args),
+                ("iptables-legacy-save", args(&["-t", "filter"])),
+                ("iptables-legacy-save", args(&["-t", "nat"])),
+                ("iptables-legacy-restore", restore.clone()),
+                ("ip6tables-legacy-save", args(&["-t", "filter"])),
+                ("ip6tables-legacy-save", args(&["-t", "nat"])),
+                ("ip6tables-legacy-restore", restore),
             ]
         );
     }

@@ -5,7 +5,8 @@
 //! - [`nat::NatBackend`]: the kernel's NAT. MASQUERADE where the kernel has
 //!   it; inside gVisor, SNAT to the uplink address (TCP and UDP only, the
 //!   protocols gVisor translates; anything else is dropped rather than
-//!   leaked with a private source address).
+//!   leaked with a private source address). gVisor 20240729's forwarding
+//!   stalls bulk TCP, so there it is a choice by override only.
 //! - [`proxy::ProxyBackend`]: no NAT at all. TCP from the network is
 //!   redirected (iptables REDIRECT) to the daemon's transparent proxy
 //!   (`conductor-egress`), which opens the connection itself; nothing else

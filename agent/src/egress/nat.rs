@@ -8,6 +8,9 @@
 //!   which gVisor accepts only with `-p tcp` or `-p udp`; measured there,
 //!   both are translated, while ICMP and other protocols would be forwarded
 //!   with the container's private source address, so they are dropped.
+//!   Beware: gVisor 20240729's forwarding stalls a bulk TCP stream after a
+//!   few hundred KB and then wedges the uplink; the chooser prefers `proxy`
+//!   there.
 //!
 //! Forwarding is switched on after the rules are in place, never before.
 

@@ -272,15 +272,34 @@ fn fix_jump(
     }
 }
 
-/// Remove a network chain: its jumps, its rules, itself.
+/// Remove a network chain: its jumps, its rules, itself; and the top chain
+/// with its hook jump when no other network uses it any more. A rule is
+/// never deleted twice in one transaction (iptables-nft-restore then fails
+/// the chain's deletion with EBUSY): a top chain that goes is flushed
+/// instead of having its jump deleted first.
 fn remove_chain(saved: &Saved, script: &mut Script, hook: Hook, chain: &str) {
     let table = hook.table();
     if !saved.has_chain(table, chain) {
         return;
     }
-    fix_jump(saved, script, table, hook.top(), chain, 0, false);
+    let top = hook.top();
+    let top_goes = saved
+        .chain_rules(table, top)
+        .iter()
+        .all(|r| *r == format!("-j {chain}"));
+    if top_goes {
+        fix_jump(saved, script, table, hook.builtin(), top, 0, false);
+        if saved.has_chain(table, top) {
+            script.command(table, format!("-F {top}"));
+        }
+    } else {
+        fix_jump(saved, script, table, top, chain, 0, false);
+    }
     script.command(table, format!("-F {chain}"));
     script.command(table, format!("-X {chain}"));
+    if top_goes && saved.has_chain(table, top) {
+        script.command(table, format!("-X {top}"));
+    }
 }
 
 /// Make a network's chains hold exactly `rules` (hooks with no rules lose
@@ -444,9 +463,12 @@ COMMIT
 -A CNE-F-br0 -i br0 ! -o br0 -j DROP
 COMMIT
 *nat
--D CONDUCTOR-EGRESS-PRE -j CNE-P-br0
+-D PREROUTING -j CONDUCTOR-EGRESS-PRE
+-D PREROUTING -j CONDUCTOR-EGRESS-PRE
+-F CONDUCTOR-EGRESS-PRE
 -F CNE-P-br0
 -X CNE-P-br0
+-X CONDUCTOR-EGRESS-PRE
 COMMIT
 "
         );
@@ -469,6 +491,8 @@ COMMIT
 
     #[test]
     fn removing_a_network_leaves_the_others() {
+        // CNE-F-old still hangs off CONDUCTOR-EGRESS-FWD, which stays; the
+        // nat top chain served br0 only and goes with it.
         let script = plan_remove_network(&Saved::parse(SAVED), "br0").render();
         assert_eq!(
             script,
@@ -479,9 +503,12 @@ COMMIT
 -X CNE-F-br0
 COMMIT
 *nat
--D CONDUCTOR-EGRESS-PRE -j CNE-P-br0
+-D PREROUTING -j CONDUCTOR-EGRESS-PRE
+-D PREROUTING -j CONDUCTOR-EGRESS-PRE
+-F CONDUCTOR-EGRESS-PRE
 -F CNE-P-br0
 -X CNE-P-br0
+-X CONDUCTOR-EGRESS-PRE
 COMMIT
 "
         );

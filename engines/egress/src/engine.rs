@@ -84,7 +84,7 @@ pub struct Stats {
 
 /// How the transparent proxy learns a connection's destination.
 pub(crate) type DestinationLookup =
-    Arc<dyn Fn(&TcpStream) -> std::io::Result<SocketAddr> + Send + Sync>;
+    Arc<dyn Fn(&TcpStream, &SocketAddr) -> std::io::Result<SocketAddr> + Send + Sync>;
 
 pub(crate) struct Shared {
     pub config: EngineConfig,
@@ -105,7 +105,7 @@ impl Engine {
         Self::with_destination_lookup(
             config,
             policy,
-            Arc::new(crate::transparent::original_destination),
+            Arc::new(crate::transparent::original_destination_at),
         )
     }
 

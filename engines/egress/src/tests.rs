@@ -185,7 +185,7 @@ async fn transparent(
     let engine = Engine::with_destination_lookup(
         config,
         policy,
-        Arc::new(move |s: &TcpStream| {
+        Arc::new(move |s: &TcpStream, _local: &SocketAddr| {
             let port = s.peer_addr()?.port();
             d2.lock()
                 .unwrap()
@@ -377,7 +377,7 @@ async fn connection_limit_resets_the_excess() {
     let engine = Engine::with_destination_lookup(
         cfg,
         Arc::new(crate::AllowAll),
-        Arc::new(move |_| Ok(server)),
+        Arc::new(move |_, _| Ok(server)),
     );
     let (l, addr) = listen().await;
     let e2 = engine.clone();
@@ -524,4 +524,59 @@ async fn explicit_bad_requests_are_400() {
         let (status, _, _) = ask(proxy, head).await;
         assert_eq!(status, 400, "{head}");
     }
+}
+
+#[tokio::test]
+async fn explicit_forwards_absolute_form_to_the_upstream_with_its_credentials() {
+    // A stand-in upstream HTTP proxy: records the request head, answers.
+    let (l, up) = listen().await;
+    let seen = Arc::new(Mutex::new(String::new()));
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        *s2.lock().unwrap() = String::from_utf8_lossy(&buf).to_string();
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream")
+            .await
+            .unwrap();
+    });
+    let upstream = ProxyEnv::from_lookup(|k| match k {
+        "http_proxy" => Some(format!("http://user:pa%20ss@{up}")),
+        _ => None,
+    })
+    .unwrap();
+    let proxy = explicit(
+        EngineConfig {
+            upstream,
+            ..config()
+        },
+        Arc::new(crate::AllowAll),
+    )
+    .await;
+    let (status, mut body, mut s) = ask(
+        proxy,
+        "GET http://example.test/x?y=1 HTTP/1.1\r\nHost: example.test\r\nProxy-Authorization: Basic client-secret\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    body.extend(read_all(&mut s).await.0);
+    assert_eq!(body, b"upstream");
+    let head = seen.lock().unwrap().clone();
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        head.starts_with("GET http://example.test/x?y=1 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    // The upstream's credentials ("user:pa ss"), never the client's.
+    assert!(
+        lower.contains("proxy-authorization: basic dxnlcjpwysbzcw=="),
+        "{head}"
+    );
+    assert!(!head.contains("client-secret"), "{head}");
 }

@@ -17,6 +17,15 @@ use crate::sniff::{self, Sniffed};
 /// The destination a redirected connection was meant for
 /// (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST).
 pub fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
+    original_destination_at(stream, &stream.local_addr()?)
+}
+
+/// The same, with the socket's local address already known (one system
+/// call fewer per connection).
+pub(crate) fn original_destination_at(
+    stream: &TcpStream,
+    local: &SocketAddr,
+) -> io::Result<SocketAddr> {
     let v4 = || -> io::Result<SocketAddr> {
         let sin = getsockopt(stream, sockopt::OriginalDst)?;
         Ok(SocketAddr::V4(SocketAddrV4::new(
@@ -24,7 +33,7 @@ pub fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
             u16::from_be(sin.sin_port),
         )))
     };
-    match stream.local_addr()? {
+    match local {
         SocketAddr::V4(_) => v4(),
         SocketAddr::V6(l) if l.ip().to_ipv4_mapped().is_some() => v4(),
         SocketAddr::V6(_) => {
@@ -57,13 +66,23 @@ async fn run(conn: &Conn) {
     } = conn;
     let config = &shared.config;
     let network = network.as_deref();
-    let local = client.local_addr().ok();
-    let dst = match (shared.destination)(client) {
-        Ok(d) if Some(d) != local => d,
-        Ok(_) | Err(_) => {
+    let local = match client.local_addr() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(source = %peer, error = %e, "client gone before it was served");
+            return;
+        }
+    };
+    let dst = match (shared.destination)(client, &local) {
+        Ok(d) if d != local => d,
+        other => {
             // Not redirected: someone connected to the proxy port itself.
             // Serving it would connect the proxy to itself.
-            tracing::warn!(source = %peer, listener = ?local, "connection was not redirected (no original destination); refusing");
+            let why = match other {
+                Ok(d) => format!("original destination {d} is the proxy itself"),
+                Err(e) => format!("no original destination: {e}"),
+            };
+            tracing::warn!(source = %peer, listener = %local, %why, "connection was not redirected; refusing");
             Counters::bump(&shared.counters.failed);
             reset(client);
             return;
