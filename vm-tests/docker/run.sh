@@ -174,6 +174,10 @@ rows() {
     r egress "$out"
     out=$(d run --rm bb sh -c "timeout 10 wget -q -O- http://203.0.113.10/" 2>&1)
     r egress-default-bridge "$out"
+    # The default bridge has no names of Docker's, but the machine's
+    # resolvers (here the stand-in internet's) work from it.
+    out=$(d run --rm bb sh -c "timeout 10 wget -q -O- http://example.test/" 2>&1)
+    r forwarded-name-default-bridge "$out"
     # a small app: a db-like service, a web service that asks it, a client
     # One process per container: inside gVisor a container's other
     # processes outlive its main one (and keep its namespace and veth).
@@ -296,6 +300,7 @@ check() {
     expect forwarded-name hello-internet
     expect egress hello-internet
     expect egress-default-bridge hello-internet
+    expect forwarded-name-default-bridge hello-internet
     expect app db-row-42
     expect nothing-left ok
     if [ "$ENVNAME" = gvisor ]; then

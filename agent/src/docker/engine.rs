@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client;
 use super::model::{DockerContainer, DockerNetwork};
+use super::observer::Observers;
 use super::services::DockerServices;
 use crate::api::types::{DockerEngineRequest, DockerEngineView, DockerNetworkView};
 use crate::error::{Error, Result};
@@ -40,6 +41,7 @@ struct Status {
 pub struct EngineWatch {
     req: DockerEngineRequest,
     services: Arc<DockerServices>,
+    observers: Observers,
     model: Mutex<Model>,
     status: Mutex<Status>,
 }
@@ -49,10 +51,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EngineWatch {
-    pub fn new(req: DockerEngineRequest, services: Arc<DockerServices>) -> EngineWatch {
+    pub fn new(
+        req: DockerEngineRequest,
+        services: Arc<DockerServices>,
+        observers: Observers,
+    ) -> EngineWatch {
         EngineWatch {
             req,
             services,
+            observers,
             model: Mutex::default(),
             status: Mutex::default(),
         }
@@ -217,6 +224,9 @@ impl EngineWatch {
             .insert(net.id.clone(), net.clone());
         if old.as_ref() != Some(&net) {
             self.services.network_up(&self.req, &net).await;
+            for o in self.observers.all() {
+                o.network_up(&self.req, &net).await;
+            }
         }
     }
 
@@ -224,6 +234,9 @@ impl EngineWatch {
         let old = lock(&self.model).networks.remove(id);
         if let Some(net) = old {
             self.services.network_down(&self.req, &net).await;
+            for o in self.observers.all() {
+                o.network_down(&self.req, &net).await;
+            }
         }
     }
 
@@ -252,6 +265,9 @@ impl EngineWatch {
                     self.services
                         .container_up(&self.req, &c, old.as_ref(), &networks)
                         .await;
+                    for o in self.observers.all() {
+                        o.container_up(&self.req, &c, old.as_ref(), &networks).await;
+                    }
                 }
             }
             _ => self.drop_container(id).await,
@@ -265,6 +281,9 @@ impl EngineWatch {
         };
         if let Some(c) = old {
             self.services.container_down(&self.req, &c, &networks).await;
+            for o in self.observers.all() {
+                o.container_down(&self.req, &c).await;
+            }
         }
     }
 
@@ -279,9 +298,15 @@ impl EngineWatch {
         };
         for c in &containers {
             self.services.container_down(&self.req, c, &networks).await;
+            for o in self.observers.all() {
+                o.container_down(&self.req, c).await;
+            }
         }
         for net in networks.values() {
             self.services.network_down(&self.req, net).await;
+            for o in self.observers.all() {
+                o.network_down(&self.req, net).await;
+            }
         }
     }
 

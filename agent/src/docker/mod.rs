@@ -9,7 +9,8 @@ mod cgroups;
 mod client;
 mod engine;
 mod links;
-mod model;
+pub mod model;
+mod observer;
 mod plan;
 mod registry;
 mod rules;
@@ -18,6 +19,7 @@ mod services;
 mod up;
 
 pub use client::{connect, ping};
+pub use observer::{DockerObserver, Done};
 pub use plan::{engine_name, UpPlan, DEFAULT_SOCKET};
 pub use registry::{validate_engine_name, DockerIntegration};
 pub use services::DockerServices;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use super::engine::EngineWatch;
+use super::observer::{DockerObserver, Observers};
 use super::services::DockerServices;
 use crate::api::types::{DockerEngineRequest, DockerEngineView};
 use crate::error::{Error, Result};
@@ -24,6 +25,7 @@ struct Running {
 pub struct DockerIntegration {
     store: Arc<Store>,
     services: Arc<DockerServices>,
+    observers: Observers,
     engines: Mutex<HashMap<String, Running>>,
     /// Parent of every watcher's token; cancelled when the daemon stops.
     root: CancellationToken,
@@ -45,9 +47,15 @@ impl DockerIntegration {
         Arc::new(DockerIntegration {
             store,
             services,
+            observers: Observers::default(),
             engines: Mutex::default(),
             root: CancellationToken::new(),
         })
+    }
+
+    /// Follow Docker's containers and networks too (see `observer`).
+    pub fn add_observer(&self, observer: Arc<dyn DockerObserver>) {
+        self.observers.add(observer);
     }
 
     fn engines(&self) -> MutexGuard<'_, HashMap<String, Running>> {
@@ -76,7 +84,11 @@ impl DockerIntegration {
     }
 
     fn start(&self, req: DockerEngineRequest) -> Arc<EngineWatch> {
-        let watch = Arc::new(EngineWatch::new(req.clone(), self.services.clone()));
+        let watch = Arc::new(EngineWatch::new(
+            req.clone(),
+            self.services.clone(),
+            self.observers.clone(),
+        ));
         let stop = self.root.child_token();
         let task = tokio::spawn(watch.clone().run(stop.clone()));
         self.engines().insert(

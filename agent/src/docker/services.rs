@@ -5,6 +5,7 @@
 //! tracked engine.
 
 use std::collections::HashMap;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -28,6 +29,9 @@ struct Listener {
 struct Names {
     /// By sandbox (namespace file) path, per engine.
     listeners: HashMap<(String, PathBuf), Listener>,
+    /// A forwarding-only resolver on each bridge's gateway, by (engine,
+    /// network id): DNS from the network to any resolver is sent there.
+    gateways: HashMap<(String, String), (NamespaceListener, SocketAddrV4)>,
 }
 
 pub struct DockerServices {
@@ -121,7 +125,8 @@ impl DockerServices {
 
     pub async fn network_up(&self, req: &DockerEngineRequest, net: &DockerNetwork) {
         if let Some(egress) = self.egress_for(req) {
-            if let Some(spec) = egress_spec(net) {
+            if let Some(mut spec) = egress_spec(net) {
+                spec.dns = self.gateway_resolver(req, net).await;
                 if let Err(e) = egress.enable(&spec).await {
                     tracing::warn!(engine = %req.name, network = %net.name, error = %e, "egress");
                 }
@@ -134,6 +139,12 @@ impl DockerServices {
             if let Some(s) = scope(&req.name, &net.id) {
                 dns.records().remove_scope(&s);
             }
+        }
+        let gateway = lock(&self.names)
+            .gateways
+            .remove(&(req.name.clone(), net.id.clone()));
+        if let Some((listener, _)) = gateway {
+            listener.close().await;
         }
         if let Some(egress) = self.egress_for(req) {
             if let Some(spec) = egress_spec(net) {
@@ -234,6 +245,47 @@ impl DockerServices {
         }
     }
 
+    /// The forwarding resolver on a network's gateway (opened once), for
+    /// the DNS redirect of its egress rules. Containers on Docker's default
+    /// bridge use the machine's resolvers, which a sandbox may not reach;
+    /// queries to any resolver go to the daemon's forwarder instead.
+    async fn gateway_resolver(
+        &self,
+        req: &DockerEngineRequest,
+        net: &DockerNetwork,
+    ) -> Option<SocketAddrV4> {
+        let dns = self.dns_for(req)?;
+        let key = (req.name.clone(), net.id.clone());
+        if let Some((_, addr)) = lock(&self.names).gateways.get(&key) {
+            return Some(*addr);
+        }
+        let addr = SocketAddrV4::new(net.gateway4?, 53);
+        let bound = tokio::task::spawn_blocking(move || {
+            conductor_dns::ListenerSockets::bind(
+                SocketAddr::V4(addr),
+                conductor_dns::BindOptions {
+                    freebind: true,
+                    udp_only: false,
+                },
+            )
+        })
+        .await
+        .ok()?;
+        let sockets = match bound {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(engine = %req.name, network = %net.name, error = %e, "no resolver on the gateway; DNS from this network is not redirected");
+                return None;
+            }
+        };
+        let listener = dns
+            .add_namespace_listener(sockets, Some(ClientScopes::new([])), None)
+            .map_err(|e| tracing::warn!(error = %e, "gateway resolver"))
+            .ok()?;
+        lock(&self.names).gateways.insert(key, (listener, addr));
+        Some(addr)
+    }
+
     pub fn listener_count(&self, req: &DockerEngineRequest) -> usize {
         lock(&self.names)
             .listeners
@@ -266,5 +318,6 @@ fn egress_spec(net: &DockerNetwork) -> Option<crate::egress::NetworkEgress> {
         gateway4: net.gateway4?,
         subnet6: net.subnet6,
         gateway6: net.gateway6,
+        dns: None,
     })
 }

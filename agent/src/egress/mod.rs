@@ -110,9 +110,31 @@ pub struct NetworkEgress {
     pub gateway4: Ipv4Addr,
     pub subnet6: Option<Ipv6Net>,
     pub gateway6: Option<Ipv6Addr>,
+    /// DNS from the network to any resolver goes to this address instead
+    /// (the daemon's forwarder on the gateway), whatever the backend: its
+    /// containers' resolvers may be unreachable from inside the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<std::net::SocketAddrV4>,
 }
 
 impl NetworkEgress {
+    /// The IPv4 PREROUTING rules that send the network's DNS to `dns`;
+    /// they go first in every backend's chain.
+    pub fn dns_rules(&self) -> Vec<String> {
+        let Some(to) = self.dns else {
+            return Vec::new();
+        };
+        ["udp", "tcp"]
+            .iter()
+            .map(|p| {
+                format!(
+                    "-i {} -p {p} --dport 53 -j DNAT --to-destination {to}",
+                    self.bridge
+                )
+            })
+            .collect()
+    }
+
     /// Refuse values that cannot make valid rules, naming the value.
     pub fn validate(&self) -> Result<(), EgressError> {
         netns::validate_ifname(&self.bridge).map_err(|e| EgressError::Invalid {
@@ -200,6 +222,7 @@ mod tests {
             gateway4: "10.89.0.1".parse().unwrap(),
             subnet6: Some("fd00:89::/64".parse().unwrap()),
             gateway6: Some("fd00:89::1".parse().unwrap()),
+            dns: None,
         }
     }
 

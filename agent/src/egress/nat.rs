@@ -128,7 +128,8 @@ impl<R: CommandRunner, S: Stack> EgressBackend for NatBackend<R, S> {
                 reason: "the daemon's namespace has no IPv4 default route to SNAT to".into(),
             });
         }
-        let v4 = self.family_rules(bridge, Some(network.subnet4.to_string()), uplink4);
+        let mut v4 = self.family_rules(bridge, Some(network.subnet4.to_string()), uplink4);
+        v4.prerouting.splice(0..0, network.dns_rules());
         let uplink6 = match network.subnet6 {
             Some(_) => self.uplink(Family::V6).await?,
             None => None,
@@ -205,6 +206,7 @@ mod tests {
             gateway4: "10.89.0.1".parse().unwrap(),
             subnet6: v6.then(|| "fd00:89::/64".parse().unwrap()),
             gateway6: v6.then(|| "fd00:89::1".parse().unwrap()),
+            dns: None,
         }
     }
 

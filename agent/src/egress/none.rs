@@ -41,7 +41,8 @@ impl<R: CommandRunner> EgressBackend for NoneBackend<R> {
 
     async fn enable(&self, network: &NetworkEgress) -> Result<(), EgressError> {
         network.validate()?;
-        let (v4, v6) = self.rules(network);
+        let (mut v4, v6) = self.rules(network);
+        v4.prerouting.splice(0..0, network.dns_rules());
         self.firewall
             .apply_network(&network.bridge, &v4, &v6)
             .await?;
@@ -80,6 +81,7 @@ mod tests {
             gateway4: "10.89.0.1".parse().unwrap(),
             subnet6: v6.then(|| "fd00:89::/64".parse().unwrap()),
             gateway6: v6.then(|| "fd00:89::1".parse().unwrap()),
+            dns: None,
         }
     }
 

@@ -147,6 +147,7 @@ fn network(n: &NetworkArgs) -> Result<NetworkEgress, String> {
             .as_deref()
             .map(|s| s.parse().map_err(|_| parse_err("gateway6", s)))
             .transpose()?,
+        dns: None,
     })
 }
 

@@ -71,6 +71,7 @@ impl Topology {
             gateway4: "10.231.0.1".parse().expect("gateway"),
             subnet6: None,
             gateway6: None,
+            dns: None,
         }
     }
 }
