@@ -20,6 +20,7 @@ pub mod error;
 pub mod ipam;
 pub mod kernel;
 pub mod model;
+pub mod network_services;
 pub mod platform;
 pub mod preload_setup;
 pub mod privileges;

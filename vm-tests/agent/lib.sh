@@ -68,8 +68,10 @@ start_daemon() {
     printf '%s\n' "${1:-}" > "$TMP/config.toml"
     (
         [ -n "${FDLIMIT:-}" ] && ulimit -n "$FDLIMIT"
+        probe=--no-probe
+        [ -n "${NETD_PROBE:-}" ] && probe=
         exec "$BIN" serve --socket "$SOCK" --state-dir "$STATE" --config "$TMP/config.toml" \
-            --no-probe --log-level "${NETD_LOG:-warn}"
+            $probe --log-level "${NETD_LOG:-warn}"
     ) >> "$LOG" 2>&1 &
     DPID=$!
     for _ in $(seq 1 400); do

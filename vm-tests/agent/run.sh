@@ -21,6 +21,7 @@ set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 . "$HERE/hardening.sh"
 . "$HERE/recovery.sh"
+. "$HERE/services.sh"
 
 # ---------------------------------------------------------------- tests
 
@@ -462,7 +463,7 @@ ip link set lo up 2>/dev/null
 log "binary $BIN, env $ENV, temp $TMP"
 
 TESTS="network_lifecycle attach_detach_traffic idempotency rollback concurrency crash_recovery reconcile permissions doctor bad_inputs demo
-    $HARDENING_TESTS $RECOVERY_TESTS"
+    $HARDENING_TESTS $RECOVERY_TESTS $SERVICES_TESTS"
 for t in $TESTS; do
     if [ -n "${ONLY:-}" ] && [ "$ONLY" != "$t" ]; then continue; fi
     "t_$t"

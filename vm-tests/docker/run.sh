@@ -157,6 +157,10 @@ rows() {
     d run -d --name web --network ${P}net --network-alias www bb httpd -f -p 80 -h /www >/dev/null 2>&1
     out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://web/" 2>&1)
     r name "$out"
+    if [ "$out" != hello-from-parent ]; then
+        log "name: web is $(d inspect -f '{{.State.Status}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' web 2>&1);" \
+            "web resolves to: $(d run --rm --network ${P}net bb nslookup web 2>&1 | tail -3 | tr '\n' ' ')"
+    fi
     out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://www/" 2>&1)
     r alias "$out"
     out=$(d run --rm --network ${P}net bb sh -c "
@@ -181,8 +185,10 @@ rows() {
     # a small app: a db-like service, a web service that asks it, a client
     # One process per container: inside gVisor a container's other
     # processes outlive its main one (and keep its namespace and veth).
-    d run -d --name db --network ${P}net bb nc -lk -p 5432 -e echo db-row-42 >/dev/null 2>&1
-    d run -d --name app --network ${P}net bb sh -c 'mkdir -p /cgi-bin; printf "#!/bin/sh\necho Content-Type: text/plain; echo; nc db 5432 </dev/null\n" > /cgi-bin/row; chmod +x /cgi-bin/row; httpd -f -p 80 -h /' >/dev/null 2>&1
+    # (`exec`: the shell does not stay as a second process.) The db answers
+    # one row per request; the web service's CGI asks it by name.
+    d run -d --name db --network ${P}net bb sh -c 'mkdir -p /db && echo db-row-42 > /db/row && exec httpd -f -p 5432 -h /db' >/dev/null 2>&1
+    d run -d --name app --network ${P}net bb sh -c 'mkdir -p /cgi-bin; printf "#!/bin/sh\necho Content-Type: text/plain; echo; wget -q -O- http://db:5432/row\n" > /cgi-bin/row; chmod +x /cgi-bin/row; exec httpd -f -p 80 -h /' >/dev/null 2>&1
     out=""
     for _ in 1 2 3 4 5; do
         out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://app/cgi-bin/row" 2>&1)
@@ -325,14 +331,14 @@ run_docker() { # run_docker LABEL DOCKERD
     sed "s/^R /  with conductor-net: /" "$T/$label.nat"
     check "$label" "$T/$label.nat" "$base"
     if [ "$ENVNAME" = gvisor ] && [ "$label" = docker28 ]; then
-        # The proxy backend (with Docker 28, what users run; the backend
-        # does not depend on Docker's version): directly, and through the
-        # sandbox's own HTTP proxy (CONNECT), whose log must show the
-        # connection.
-        : > "$T/$label.proxy"
-        with_netd "$dockerd" "$T/$label.proxy" proxy
-        [ "$(v "$T/$label.proxy" egress)" = hello-internet ] && ok "$label-egress-proxy" \
-            || fail "$label-egress-proxy" "$(v "$T/$label.proxy" egress)"
+        # `auto` is the proxy backend here; the nat one (SNAT, by request)
+        # too (with Docker 28, what users run; the backend does not depend
+        # on Docker's version), and the proxy through the sandbox's own HTTP
+        # proxy (CONNECT), whose log must show the connection.
+        : > "$T/$label.snat"
+        with_netd "$dockerd" "$T/$label.snat" nat
+        [ "$(v "$T/$label.snat" egress)" = hello-internet ] && ok "$label-egress-nat" \
+            || fail "$label-egress-nat" "$(v "$T/$label.snat" egress)"
         : > "$T/$label.upstream"
         : > "$T/tinyproxy.log"
         with_netd "$dockerd" "$T/$label.upstream" proxy HTTPS_PROXY=http://203.0.113.10:8888 HTTP_PROXY=http://203.0.113.10:8888

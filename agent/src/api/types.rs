@@ -25,6 +25,9 @@ pub struct CreateNetwork {
     /// Bridge name; derived from the network name when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,
+    /// No egress: traffic stays on the bridge.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
 /// `POST /v1/networks/{name}/endpoints`

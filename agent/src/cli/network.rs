@@ -25,6 +25,9 @@ pub enum NetworkCmd {
         /// Bridge name (default: derived from the network name).
         #[arg(long, value_name = "IFNAME")]
         bridge: Option<String>,
+        /// No egress: traffic stays on the bridge (names still resolve).
+        #[arg(long)]
+        internal: bool,
     },
     /// List networks.
     Ls,
@@ -48,6 +51,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd, json: bool) -> Result<()> {
             mtu,
             ipv6_subnet,
             bridge,
+            internal,
         } => {
             let req = CreateNetwork {
                 name,
@@ -56,6 +60,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd, json: bool) -> Result<()> {
                 mtu,
                 ipv6_subnet,
                 bridge,
+                internal,
             };
             let net = client.create_network(&req).await?;
             if json {

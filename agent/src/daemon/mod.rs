@@ -223,6 +223,11 @@ async fn networking<K: Kernel>(
             None
         }
     };
+    let conductor = Arc::new(crate::network_services::NetworkServices::new(
+        dns.clone(),
+        egress.clone(),
+    ));
+    svc.set_observer(conductor).await;
     let services = Arc::new(crate::docker::DockerServices::new(dns, egress));
     let docker = crate::docker::DockerIntegration::new(svc.store(), services);
     let running = docker.clone();

@@ -135,19 +135,22 @@ pub fn choose(caps: &Capabilities, requested: Option<BackendKind>) -> Result<Cho
             false,
             "MASQUERADE works: the kernel's NAT, every protocol".into(),
         )
-    } else if caps.snat {
-        choice(
-            BackendKind::Nat,
-            nat_mode(caps),
-            false,
-            "no MASQUERADE, but SNAT works: SNAT to the uplink address (TCP, UDP)".into(),
-        )
     } else if caps.redirect {
         choice(
             BackendKind::Proxy,
             None,
             false,
-            "no NAT, but REDIRECT works: TCP through the transparent proxy".into(),
+            "no MASQUERADE, but REDIRECT works: TCP through the transparent proxy (forwarding \
+             under SNAT stalls bulk TCP inside gVisor; `egress = \"nat\"` forces SNAT)"
+                .into(),
+        )
+    } else if caps.snat {
+        choice(
+            BackendKind::Nat,
+            nat_mode(caps),
+            false,
+            "no MASQUERADE and no REDIRECT, but SNAT works: SNAT to the uplink address (TCP, UDP)"
+                .into(),
         )
     } else {
         choice(
@@ -258,10 +261,24 @@ mod tests {
         let c = choose(&KERNEL, None).unwrap();
         assert_eq!((c.kind, c.tool), (BackendKind::Nat, Tool::Nft));
         assert_eq!(c.nat_mode, Some(NatMode::Masquerade { conntrack: true }));
+        // gVisor: the proxy, not its SNAT (forwarding stalls bulk TCP).
         let c = choose(&GVISOR, None).unwrap();
         assert_eq!(
             (c.kind, c.tool, c.nat_mode),
-            (BackendKind::Nat, Tool::Legacy, Some(NatMode::Snat))
+            (BackendKind::Proxy, Tool::Legacy, None)
+        );
+        let no_redirect = Capabilities {
+            redirect: false,
+            ..GVISOR
+        };
+        let c = choose(&no_redirect, None).unwrap();
+        assert_eq!(
+            (c.kind, c.nat_mode),
+            (BackendKind::Nat, Some(NatMode::Snat))
+        );
+        assert_eq!(
+            choose(&GVISOR, Some(BackendKind::Nat)).unwrap().nat_mode,
+            Some(NatMode::Snat)
         );
         let behind_proxy = Capabilities {
             upstream_proxy: true,

@@ -111,6 +111,7 @@ mod tests {
             ipv6_gateway: None,
             mtu: 1500,
             created: 0,
+            internal: false,
         };
         let ep = Endpoint {
             id: "cnab1".into(),

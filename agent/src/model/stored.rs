@@ -99,6 +99,9 @@ pub struct Network {
     pub mtu: u32,
     /// Seconds since the epoch.
     pub created: u64,
+    /// No egress (Docker's `--internal`): traffic stays on the bridge.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
 impl Network {
@@ -240,6 +243,7 @@ mod tests {
             ipv6_gateway: None,
             mtu: 1500,
             created: 0,
+            internal: false,
         };
         good.validate().unwrap();
         let mut outside = good.clone();

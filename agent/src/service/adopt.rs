@@ -93,6 +93,8 @@ impl<K: Kernel> Service<K> {
                 .filter(|m| model::validate_mtu(*m).is_ok())
                 .unwrap_or(self.config.mtu),
             created: model::now_secs(),
+            // A bridge keeps no record of it: adopted networks have egress.
+            internal: false,
         };
         network.validate().map_err(|e| bad(e.to_string()))?;
         Ok(network)

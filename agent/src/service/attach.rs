@@ -197,6 +197,9 @@ impl<K: Kernel> Service<K> {
         };
         drop(reg);
         self.changed.notify_waiters();
+        if result.is_ok() {
+            self.observe_endpoint_up(&endpoint, &net);
+        }
         if let Ok(r) = &result {
             tracing::debug!(endpoint = %r.endpoint.endpoint.id, network, address = %endpoint.ipv4, "attached");
         }

@@ -169,6 +169,7 @@ impl<K: Kernel> Service<K> {
             reg.endpoints.remove(&endpoint.id);
             reg.release(endpoint);
         }
+        self.observe_endpoint_down(endpoint);
         self.changed.notify_waiters();
         Ok(())
     }

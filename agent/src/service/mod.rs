@@ -18,6 +18,7 @@ mod detach;
 #[cfg(any(test, feature = "testing"))]
 mod fault;
 mod networks;
+pub mod observer;
 mod reconcile;
 mod registry;
 mod views;
@@ -36,6 +37,7 @@ use registry::Registry;
 
 #[cfg(any(test, feature = "testing"))]
 pub use fault::FAULT_ENV;
+pub use observer::NetworkObserver;
 pub use reconcile::ReconcileReport;
 
 pub struct Service<K: Kernel> {
@@ -54,6 +56,8 @@ pub struct Service<K: Kernel> {
     reaper: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
     /// Bridges in our prefix that no network record uses (found at start).
     unmanaged: Mutex<Vec<crate::api::types::UnmanagedBridge>>,
+    /// Names and egress for the networks (set once by the daemon).
+    observer: std::sync::OnceLock<Arc<dyn NetworkObserver>>,
 }
 
 impl<K: Kernel> Service<K> {
@@ -74,6 +78,7 @@ impl<K: Kernel> Service<K> {
             probe: Mutex::new(None),
             reaper: std::sync::OnceLock::new(),
             unmanaged: Mutex::new(Vec::new()),
+            observer: std::sync::OnceLock::new(),
         })
     }
 

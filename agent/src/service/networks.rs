@@ -148,6 +148,7 @@ impl<K: Kernel> Service<K> {
                 ipv6_gateway: v6.map(|(_, g)| g),
                 mtu,
                 created: model::now_secs(),
+                internal: req.internal,
             };
             reg.networks
                 .insert(network.name.clone(), NetState::new(network.clone(), false));
@@ -174,6 +175,10 @@ impl<K: Kernel> Service<K> {
             Ok(())
         }
         .await;
+        if created.is_ok() {
+            // Names and egress before anyone can attach to it.
+            self.observe_network_up(&network).await;
+        }
         let mut reg = self.reg();
         match created {
             Ok(()) => {
@@ -248,11 +253,22 @@ impl<K: Kernel> Service<K> {
                 })
                 .collect()
         };
+        self.observe_network_up(&network).await;
         let mut report = super::ReconcileReport::default();
         self.adopt_stray_links(&strays, &Default::default(), &mut report)
             .await;
         for w in &report.warnings {
             tracing::warn!("adopting {}: {w}", network.name);
+        }
+        let adopted: Vec<crate::model::Endpoint> = self
+            .reg()
+            .endpoints
+            .values()
+            .filter(|e| e.endpoint.network == network.name)
+            .map(|e| e.endpoint.clone())
+            .collect();
+        for e in &adopted {
+            self.observe_endpoint_up(e, &network);
         }
         Ok(NetworkView {
             endpoints: self.reg().count(&network.name),
@@ -329,13 +345,15 @@ impl<K: Kernel> Service<K> {
                     "network {name:?} still has endpoints"
                 )));
             }
-            let bridge = self
-                .reg()
-                .networks
-                .get(name)
-                .map(|n| n.network.bridge.clone())
-                .unwrap_or_default();
-            self.kernel.delete_link(&bridge).await?;
+            let network = self.reg().networks.get(name).map(|n| n.network.clone());
+            let Some(network) = network else {
+                return Err(Error::not_found("network", name));
+            };
+            self.observe_network_down(&network).await;
+            if let Err(e) = self.kernel.delete_link(&network.bridge).await {
+                self.observe_network_up(&network).await;
+                return Err(e);
+            }
             let store = self.store.clone();
             let n = name.to_string();
             tokio::task::spawn_blocking(move || store.remove_network(&n))

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::api::types::EndpointView;
 use crate::ipam::AddressPool;
@@ -22,11 +23,16 @@ pub(super) struct EpState {
     pub state: EndpointState,
 }
 
+/// Which resolver a network's endpoints are told about (set with the
+/// service's observer).
+pub(super) type NameserverOf = Arc<dyn Fn(&Network) -> Option<IpAddr> + Send + Sync>;
+
 #[derive(Default)]
 pub(super) struct Registry {
     pub networks: BTreeMap<String, NetState>,
     pub endpoints: BTreeMap<String, EpState>,
     pub next_seq: u64,
+    pub nameserver: Option<NameserverOf>,
 }
 
 impl Registry {
@@ -54,8 +60,12 @@ impl Registry {
 
     pub(super) fn view(&self, e: &EpState) -> Option<EndpointView> {
         let net = self.networks.get(&e.endpoint.network)?;
+        let mut result = e.endpoint.cni_result(&net.network);
+        if let Some(ns) = self.nameserver.as_ref().and_then(|f| f(&net.network)) {
+            result.dns.nameservers = vec![ns.to_string()];
+        }
         Some(EndpointView {
-            result: e.endpoint.cni_result(&net.network),
+            result,
             endpoint: e.endpoint.clone(),
             state: e.state,
         })

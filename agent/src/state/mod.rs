@@ -313,6 +313,7 @@ pub(super) mod tests {
             ipv6_gateway: None,
             mtu: 1500,
             created: 1,
+            internal: false,
         }
     }
 
