@@ -54,6 +54,8 @@ pub struct Service<K: Kernel> {
     reaper: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
     /// Bridges in our prefix that no network record uses (found at start).
     unmanaged: Mutex<Vec<crate::api::types::UnmanagedBridge>>,
+    /// Every network's egress policy (issue 12), from the state directory.
+    policies: Arc<crate::policy::Policies>,
 }
 
 impl<K: Kernel> Service<K> {
@@ -61,6 +63,7 @@ impl<K: Kernel> Service<K> {
     /// before serving.
     pub fn new(kernel: K, store: Store, config: Config) -> Result<Service<K>> {
         let tag = store.instance()?.tag;
+        let policies = Arc::new(crate::policy::Policies::open(store.dir())?);
         Ok(Service {
             kernel,
             store: Arc::new(store),
@@ -74,7 +77,13 @@ impl<K: Kernel> Service<K> {
             probe: Mutex::new(None),
             reaper: std::sync::OnceLock::new(),
             unmanaged: Mutex::new(Vec::new()),
+            policies,
         })
+    }
+
+    /// Every network's egress policy.
+    pub fn policies(&self) -> &Arc<crate::policy::Policies> {
+        &self.policies
     }
 
     pub fn kernel(&self) -> &K {
