@@ -142,6 +142,23 @@ impl Policies {
         Ok(p)
     }
 
+    /// Read the file again and put what it says in force (for processes
+    /// that share the file with another writer, like the test harness).
+    pub fn reload(&self) -> Result<(), PolicyError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let fresh = Policies::open(dir)?;
+        let policies = read(&fresh.snapshot).policies.clone();
+        let names: Vec<String> = policies.keys().cloned().collect();
+        self.install(policies);
+        for n in names {
+            let _ = self.changed.send(n);
+        }
+        Ok(())
+    }
+
     fn install(&self, policies: HashMap<String, Arc<Compiled>>) {
         let uses_names = policies.values().any(|c| c.uses_names());
         *write(&self.snapshot) = Arc::new(Snapshot {
