@@ -316,7 +316,7 @@ impl Policies {
             .cloned()
             .collect();
         next.extend(subnets.iter().map(|s| (*s, network.to_string())));
-        next.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        next.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
         *write(&self.subnets) = Arc::new(next);
     }
 
