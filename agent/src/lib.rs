@@ -22,6 +22,7 @@ pub mod kernel;
 pub mod model;
 pub mod network_services;
 pub mod platform;
+pub mod policy;
 pub mod preload_setup;
 pub mod privileges;
 pub mod render;

@@ -27,6 +27,9 @@ pub struct NetworkServices {
     egress: Option<Arc<Egress>>,
     /// The resolver on each network's gateway, by network name.
     resolvers: Mutex<HashMap<String, (NamespaceListener, SocketAddrV4)>>,
+    /// The egress policies: the resolver answers REFUSED for names a
+    /// network's policy denies (the egress backend enforces the rest).
+    policies: Option<Arc<crate::policy::Policies>>,
 }
 
 /// The scope of a conductor network in the DNS engine.
@@ -69,7 +72,23 @@ impl NetworkServices {
             dns,
             egress,
             resolvers: Mutex::default(),
+            policies: None,
         }
+    }
+
+    pub fn with_policies(mut self, policies: Arc<crate::policy::Policies>) -> NetworkServices {
+        self.policies = Some(policies);
+        self
+    }
+
+    /// The DNS side of a network's egress policy (read on every query, so
+    /// a change applies to the next one).
+    fn dns_policy(&self, network: &str) -> Option<Arc<dyn conductor_dns::QueryPolicy>> {
+        let policies = self.policies.clone()?;
+        Some(Arc::new(crate::policy::DnsPolicy {
+            policies,
+            network: network.to_string(),
+        }))
     }
 
     fn resolvers(&self) -> MutexGuard<'_, HashMap<String, (NamespaceListener, SocketAddrV4)>> {
@@ -103,14 +122,17 @@ impl NetworkServices {
                 return None;
             }
         };
-        let listener =
-            match dns.add_namespace_listener(sockets, Some(ClientScopes::new([scope])), None) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(network = %network.name, error = %e, "gateway resolver");
-                    return None;
-                }
-            };
+        // The policy goes on the scope (asked once per query of its clients).
+        dns.records()
+            .set_scope_policy(&scope, self.dns_policy(&network.name));
+        let scopes = ClientScopes::new([scope]);
+        let listener = match dns.add_namespace_listener(sockets, Some(scopes), None) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(network = %network.name, error = %e, "gateway resolver");
+                return None;
+            }
+        };
         let mut resolvers = self.resolvers();
         if let Some((_, addr)) = resolvers.get(&network.name) {
             // Another caller won; this listener closes when dropped.

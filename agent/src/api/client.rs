@@ -15,7 +15,8 @@ use super::error::{ClientError, ErrorBody};
 use super::routes::{self, Route};
 use super::types::{
     AttachRequest, AttachResponse, CreateNetwork, DetachRequest, DetachResponse,
-    DockerEngineRequest, DockerEngineView, EndpointView, NetworkView, RemoveResponse, Status,
+    DockerEngineRequest, DockerEngineView, EndpointView, NetworkView, PolicyRules, PolicyView,
+    RemoveResponse, SetPolicy, Status,
 };
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -113,6 +114,42 @@ impl Client {
 
     pub async fn unregister_docker(&self, name: &str) -> Result<DockerEngineView> {
         self.call(&routes::UNREGISTER_DOCKER, &[name], None::<&()>)
+            .await
+    }
+
+    // Egress policies.
+
+    pub async fn policies(&self) -> Result<Vec<PolicyView>> {
+        self.call(&routes::LIST_POLICIES, &[], None::<&()>).await
+    }
+
+    pub async fn policy(&self, network: &str) -> Result<PolicyView> {
+        self.call(&routes::GET_POLICY, &[network], None::<&()>)
+            .await
+    }
+
+    pub async fn set_policy(&self, network: &str, spec: &SetPolicy) -> Result<PolicyView> {
+        self.call(&routes::SET_POLICY, &[network], Some(spec)).await
+    }
+
+    pub async fn reset_policy(&self, network: &str) -> Result<PolicyView> {
+        self.call(&routes::RESET_POLICY, &[network], None::<&()>)
+            .await
+    }
+
+    pub async fn add_policy_rules(&self, network: &str, rules: &[String]) -> Result<PolicyView> {
+        let body = PolicyRules {
+            rules: rules.to_vec(),
+        };
+        self.call(&routes::ADD_POLICY_RULES, &[network], Some(&body))
+            .await
+    }
+
+    pub async fn remove_policy_rules(&self, network: &str, rules: &[String]) -> Result<PolicyView> {
+        let body = PolicyRules {
+            rules: rules.to_vec(),
+        };
+        self.call(&routes::REMOVE_POLICY_RULES, &[network], Some(&body))
             .await
     }
 

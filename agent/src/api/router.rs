@@ -15,7 +15,9 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::routes::{self, Route};
-use super::types::{AttachRequest, CreateNetwork, DetachRequest, DockerEngineRequest};
+use super::types::{
+    AttachRequest, CreateNetwork, DetachRequest, DockerEngineRequest, PolicyRules, SetPolicy,
+};
 use super::{BodyTimeout, BODY_LIMIT, BODY_TIMEOUT};
 use crate::docker::DockerIntegration;
 use crate::error::Error;
@@ -98,6 +100,20 @@ pub fn with_docker<K: Kernel>(
         r,
         routes::GET_DOCKER,
         get(get_docker::<K>).delete(unregister_docker::<K>),
+    );
+    let r = on(r, routes::LIST_POLICIES, get(list_policies::<K>));
+    let r = on(
+        r,
+        routes::GET_POLICY,
+        get(get_policy::<K>)
+            .put(set_policy::<K>)
+            .delete(reset_policy::<K>),
+    );
+    let r = on(r, routes::ADD_POLICY_RULES, post(add_policy_rules::<K>));
+    let r = on(
+        r,
+        routes::REMOVE_POLICY_RULES,
+        post(remove_policy_rules::<K>),
     );
     r.fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -286,6 +302,68 @@ async fn detach_endpoint<K: Kernel>(
         StatusCode::OK,
         &detached(async move { svc.detach_id(&id, wait).await }).await?,
     )
+}
+
+// Egress policies: changes are checked whole, written to the state
+// directory, then in force for the next connection or query.
+
+async fn list_policies<K: Kernel>(State(svc): Svc<K>) -> Answer {
+    json(StatusCode::OK, &svc.policies().list())
+}
+
+async fn get_policy<K: Kernel>(State(svc): Svc<K>, Path(network): Path<String>) -> Answer {
+    let view = svc.policies().view(&network).map_err(Error::from)?;
+    json(StatusCode::OK, &view)
+}
+
+async fn set_policy<K: Kernel>(
+    State(svc): Svc<K>,
+    Path(network): Path<String>,
+    ApiJson(spec): ApiJson<SetPolicy>,
+) -> Answer {
+    let view = detached(async move {
+        let p = svc.policies().clone();
+        p.set(&network, spec).await.map_err(Error::from)
+    })
+    .await?;
+    json(StatusCode::OK, &view)
+}
+
+async fn reset_policy<K: Kernel>(State(svc): Svc<K>, Path(network): Path<String>) -> Answer {
+    let view = detached(async move {
+        let p = svc.policies().clone();
+        p.set(&network, SetPolicy::default())
+            .await
+            .map_err(Error::from)
+    })
+    .await?;
+    json(StatusCode::OK, &view)
+}
+
+async fn add_policy_rules<K: Kernel>(
+    State(svc): Svc<K>,
+    Path(network): Path<String>,
+    ApiJson(req): ApiJson<PolicyRules>,
+) -> Answer {
+    let view = detached(async move {
+        let p = svc.policies().clone();
+        p.add(&network, &req.rules).await.map_err(Error::from)
+    })
+    .await?;
+    json(StatusCode::OK, &view)
+}
+
+async fn remove_policy_rules<K: Kernel>(
+    State(svc): Svc<K>,
+    Path(network): Path<String>,
+    ApiJson(req): ApiJson<PolicyRules>,
+) -> Answer {
+    let view = detached(async move {
+        let p = svc.policies().clone();
+        p.remove(&network, &req.rules).await.map_err(Error::from)
+    })
+    .await?;
+    json(StatusCode::OK, &view)
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {

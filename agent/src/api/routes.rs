@@ -133,6 +133,38 @@ pub const UNREGISTER_DOCKER: Route = Route {
     statuses: &[200, 403, 404, 500],
 };
 
+// Egress policies (issue 12), per network name.
+pub const LIST_POLICIES: Route = Route {
+    method: "GET",
+    path: "/v1/policies",
+    statuses: &[200, 403],
+};
+pub const GET_POLICY: Route = Route {
+    method: "GET",
+    path: "/v1/policies/{network}",
+    statuses: &[200, 400, 403],
+};
+pub const SET_POLICY: Route = Route {
+    method: "PUT",
+    path: "/v1/policies/{network}",
+    statuses: &[200, 400, 403, 413, 500],
+};
+pub const RESET_POLICY: Route = Route {
+    method: "DELETE",
+    path: "/v1/policies/{network}",
+    statuses: &[200, 400, 403, 500],
+};
+pub const ADD_POLICY_RULES: Route = Route {
+    method: "POST",
+    path: "/v1/policies/{network}/rules",
+    statuses: &[200, 400, 403, 413, 500],
+};
+pub const REMOVE_POLICY_RULES: Route = Route {
+    method: "POST",
+    path: "/v1/policies/{network}/rules/remove",
+    statuses: &[200, 400, 403, 404, 413, 500],
+};
+
 /// The whole table, in the order the document lists it.
 pub const ALL: &[Route] = &[
     STATUS,
@@ -151,6 +183,12 @@ pub const ALL: &[Route] = &[
     REGISTER_DOCKER,
     GET_DOCKER,
     UNREGISTER_DOCKER,
+    LIST_POLICIES,
+    GET_POLICY,
+    SET_POLICY,
+    RESET_POLICY,
+    ADD_POLICY_RULES,
+    REMOVE_POLICY_RULES,
 ];
 
 /// Statuses that any route may answer with besides its own (routing,

@@ -470,3 +470,109 @@ async fn bad_query_flags_name_the_parameter() {
     let msg = r.body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("nowait") && msg.contains("perhaps"), "{msg}");
 }
+
+// Egress policies (issue 12).
+
+#[tokio::test]
+async fn policies_change_whole_or_not_at_all() {
+    let env = Env::new("apipol");
+    let svc = Arc::new(env.service().await);
+    let r = call(&svc, "GET", "/v1/policies/web", Value::Null).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (
+            r.body["preset"].as_str(),
+            r.body["rules"].as_array().map(Vec::len)
+        ),
+        (Some("open"), Some(0))
+    );
+    let r = call(
+        &svc,
+        "PUT",
+        "/v1/policies/web",
+        json!({"preset": "balanced", "rules": ["deny *.bad.test", "allow port 443"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let before = r.body.clone();
+    // A rule that does not parse: 400 naming the rule and its column, and
+    // the policy in force is unchanged.
+    let r = call(
+        &svc,
+        "PUT",
+        "/v1/policies/web",
+        json!({"preset": "locked", "rules": ["allow ok.test", "deny 10.0.0.0/33"]}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let msg = r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("rule 2") && msg.contains("column 6") && msg.contains("10.0.0.0/33"),
+        "{msg}"
+    );
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/policies/web/rules",
+        json!({"rules": ["deny port 0"]}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = call(&svc, "PUT", "/v1/policies/web", json!({"preset": "closed"})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = call(
+        &svc,
+        "PUT",
+        "/v1/policies/web",
+        json!({"rules": [], "colour": 1}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/policies/web/rules/remove",
+        json!({"rules": ["deny not.there"]}),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = call(
+        &svc,
+        "PUT",
+        "/v1/policies/bad..%2Fname",
+        json!({"rules": []}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = call(&svc, "GET", "/v1/policies/web", Value::Null).await;
+    assert_eq!(r.body, before);
+
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/policies/web/rules",
+        json!({"rules": ["deny 198.51.100.11"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["rules"][2], "deny 198.51.100.11/32");
+    // In force at once for the deciders.
+    let p = svc.policies().get("web").unwrap();
+    assert!(
+        !p.decide(None, Some("198.51.100.11".parse().unwrap()), 443)
+            .allow
+    );
+    let r = call(
+        &svc,
+        "POST",
+        "/v1/policies/web/rules/remove",
+        json!({"rules": ["deny 198.51.100.11/32"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(&svc, "GET", "/v1/policies", Value::Null).await;
+    assert_eq!(r.body.as_array().map(Vec::len), Some(1), "{}", r.body);
+    let r = call(&svc, "DELETE", "/v1/policies/web", Value::Null).await;
+    assert_eq!((r.status, r.body["preset"].as_str()), (200, Some("open")));
+    assert!(svc.policies().get("web").is_none());
+}

@@ -225,6 +225,20 @@ pub struct DockerNetworkView {
     pub containers: Vec<String>,
 }
 
+// Egress policies (issue 12).
+
+/// `PUT /v1/policies/{network}`: the network's whole policy.
+pub use crate::policy::PolicySpec as SetPolicy;
+/// A network's policy and its decisions counted.
+pub use crate::policy::PolicyView;
+
+/// `POST /v1/policies/{network}/rules` and `.../rules/remove`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRules {
+    pub rules: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ mod docker;
 mod doctor;
 mod endpoints;
 mod network;
+mod policy;
 mod preload;
 mod serve;
 mod status;
@@ -62,6 +63,9 @@ pub enum Command {
     /// Print the installed preload library and the exact line to start
     /// dockerd with it (and the systemd drop-in).
     Preload(preload::PreloadArgs),
+    /// A network's egress policy: `policy set|show|add|rm|reset|stats`.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// Send one raw request to the API and print the answer's body (exit by
     /// the HTTP error's class). For debugging and tests.
     Api(api::ApiArgs),
@@ -138,6 +142,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status => block_on(status::run(&client(), json)),
         Command::Docker(cmd) => block_on(docker::run(&client(), cmd, json)),
         Command::Api(args) => block_on(api::run(&client(), args)),
+        Command::Policy(cmd) => block_on(policy::run(&client(), cmd, json)),
     }
 }
 

@@ -211,7 +211,8 @@ async fn networking<K: Kernel>(
         proxy_port: config.egress_proxy_port,
         proxy_port6: config.egress_proxy_port6,
     };
-    let egress = match crate::egress::Egress::start(report, settings).await {
+    let egress = match crate::egress::Egress::start(report, settings, svc.policies().clone()).await
+    {
         Ok(e) => {
             let e = Arc::new(e);
             let serving = e.clone();
@@ -223,12 +224,14 @@ async fn networking<K: Kernel>(
             None
         }
     };
-    let conductor = Arc::new(crate::network_services::NetworkServices::new(
-        dns.clone(),
-        egress.clone(),
-    ));
+    let conductor = Arc::new(
+        crate::network_services::NetworkServices::new(dns.clone(), egress.clone())
+            .with_policies(svc.policies().clone()),
+    );
     svc.set_observer(conductor).await;
-    let services = Arc::new(crate::docker::DockerServices::new(dns, egress));
+    let services = Arc::new(
+        crate::docker::DockerServices::new(dns, egress).with_policies(svc.policies().clone()),
+    );
     let docker = crate::docker::DockerIntegration::new(svc.store(), services);
     let running = docker.clone();
     components.spawn("docker", move |stop| running.run(stop));

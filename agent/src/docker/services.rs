@@ -38,6 +38,8 @@ pub struct DockerServices {
     dns: Option<conductor_dns::Engine>,
     egress: Option<Arc<Egress>>,
     names: Mutex<Names>,
+    /// The egress policies: DNS answers REFUSED for names they deny.
+    policies: Option<Arc<crate::policy::Policies>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,7 +57,24 @@ impl DockerServices {
             dns,
             egress,
             names: Mutex::default(),
+            policies: None,
         }
+    }
+
+    /// Apply these egress policies to the networks' DNS.
+    pub fn with_policies(mut self, policies: Arc<crate::policy::Policies>) -> DockerServices {
+        self.policies = Some(policies);
+        self
+    }
+
+    /// The DNS side of a network's egress policy (read on every query, so
+    /// a change applies to the next one).
+    fn dns_policy(&self, net: &DockerNetwork) -> Option<Arc<dyn conductor_dns::QueryPolicy>> {
+        let policies = self.policies.clone()?;
+        Some(Arc::new(crate::policy::DnsPolicy {
+            policies,
+            network: net.name.clone(),
+        }))
     }
 
     fn dns_for(&self, req: &DockerEngineRequest) -> Option<&conductor_dns::Engine> {
@@ -124,6 +143,9 @@ impl DockerServices {
     }
 
     pub async fn network_up(&self, req: &DockerEngineRequest, net: &DockerNetwork) {
+        if let (Some(dns), Some(s)) = (self.dns_for(req), scope(&req.name, &net.id)) {
+            dns.records().set_scope_policy(&s, self.dns_policy(net));
+        }
         if let Some(egress) = self.egress_for(req) {
             if let Some(mut spec) = egress_spec(net) {
                 spec.dns = self.gateway_resolver(req, net).await;
@@ -279,11 +301,18 @@ impl DockerServices {
             }
         };
         let listener = dns
-            .add_namespace_listener(sockets, Some(ClientScopes::new([])), None)
+            .add_namespace_listener(sockets, Some(self.gateway_scopes(net)), None)
             .map_err(|e| tracing::warn!(error = %e, "gateway resolver"))
             .ok()?;
         lock(&self.names).gateways.insert(key, (listener, addr));
         Some(addr)
+    }
+
+    fn gateway_scopes(&self, net: &DockerNetwork) -> ClientScopes {
+        match self.dns_policy(net) {
+            Some(p) => ClientScopes::new([]).with_policy(p),
+            None => ClientScopes::new([]),
+        }
     }
 
     pub fn listener_count(&self, req: &DockerEngineRequest) -> usize {

@@ -25,6 +25,7 @@ pub mod error;
 pub mod firewall;
 pub mod nat;
 pub mod none;
+pub mod policy_rules;
 pub mod proxy;
 pub mod ruleset;
 pub mod runner;

@@ -15,12 +15,13 @@
 //! Forwarding is switched on after the rules are in place, never before.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
 use super::error::EgressError;
 use super::firewall::Firewall;
+use super::policy_rules::PolicySource;
 use super::ruleset::{drop_forwarded, NetworkRules};
 use super::runner::CommandRunner;
 use super::stack::Stack;
@@ -42,6 +43,8 @@ pub struct NatBackend<R, S> {
     mode: NatMode,
     /// The last thing `enable` found out, for `describe`.
     state: Mutex<String>,
+    /// The egress policy's CIDR and port rules, put ahead of ours.
+    policy: OnceLock<Arc<dyn PolicySource>>,
 }
 
 /// Protocols gVisor's SNAT translates.
@@ -54,7 +57,13 @@ impl<R: CommandRunner, S: Stack> NatBackend<R, S> {
             stack,
             mode,
             state: Mutex::new(String::new()),
+            policy: OnceLock::new(),
         }
+    }
+
+    /// Where `enable` finds each network's policy (set once).
+    pub fn set_policy_source(&self, source: Arc<dyn PolicySource>) {
+        let _ = self.policy.set(source);
     }
 
     /// One family's rules: translated when `subnet` is given (and, for SNAT,
@@ -136,11 +145,18 @@ impl<R: CommandRunner, S: Stack> EgressBackend for NatBackend<R, S> {
         };
         let subnet6 = network.subnet6.map(|s| s.to_string());
         let v6_out = subnet6.is_some() && (self.mode != NatMode::Snat || uplink6.is_some());
-        let v6 = if self.firewall.ipv6() || subnet6.is_some() {
+        let mut v6 = if self.firewall.ipv6() || subnet6.is_some() {
             self.family_rules(bridge, subnet6, uplink6)
         } else {
             NetworkRules::default()
         };
+        let policy = self.policy.get().and_then(|p| p.nat_policy(&network.name));
+        if let Some(p) = &policy {
+            v4.forward = p.forward_rules(bridge, Family::V4, &v4.forward);
+            if !v6.forward.is_empty() {
+                v6.forward = p.forward_rules(bridge, Family::V6, &v6.forward);
+            }
+        }
         self.firewall.apply_network(bridge, &v4, &v6).await?;
         self.stack.enable_forwarding(Family::V4).await?;
         let v6_forwarding = if v6_out {
@@ -158,7 +174,12 @@ impl<R: CommandRunner, S: Stack> EgressBackend for NatBackend<R, S> {
             (true, false, _) => "dropped (this stack cannot forward IPv6)".into(),
             _ => "dropped".into(),
         };
-        let line = format!("{bridge}: IPv4 {how}; IPv6 {v6_how}");
+        let with_policy = if policy.is_some() {
+            "; egress policy (CIDR, port) enforced"
+        } else {
+            ""
+        };
+        let line = format!("{bridge}: IPv4 {how}; IPv6 {v6_how}{with_policy}");
         tracing::info!(network = %network.name, "egress nat: {line}");
         if let Ok(mut s) = self.state.lock() {
             *s = line;

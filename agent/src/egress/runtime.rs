@@ -4,10 +4,11 @@
 //! of the daemon. Conductor networks and Docker's networks both go through
 //! it.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use conductor_egress::{AllowAll, Engine, EngineConfig, ProxyEnv};
+use conductor_egress::{Engine, EngineConfig, ProxyEnv};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +19,7 @@ use super::runner::ProcessRunner;
 use super::stack::NamespaceStack;
 use super::{BackendKind, Description, EgressBackend, EgressError, NetworkEgress};
 use crate::doctor::{CheckId, Report};
+use crate::policy::{EgressPolicy, Policies};
 
 /// What the configuration says about egress.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +36,10 @@ pub struct Egress {
     backend: AnyBackend<ProcessRunner, NamespaceStack>,
     choice: Choice,
     engine: Option<(Engine, Vec<TcpListener>)>,
+    policies: Arc<Policies>,
+    /// The networks enabled, by name: a policy change rebuilds their rules
+    /// (the `nat` backend enforces CIDR and port rules in the kernel).
+    enabled: Mutex<HashMap<String, NetworkEgress>>,
 }
 
 /// Capabilities from the doctor report, plus what only the daemon's
@@ -61,7 +67,11 @@ impl Egress {
     /// Choose and build the backend; for `proxy`, bind its listeners now
     /// (they are served by `serve`). Every rule of ours left by an earlier
     /// run is removed first, so a restart never duplicates one.
-    pub async fn start(report: &Report, settings: EgressSettings) -> Result<Egress, EgressError> {
+    pub async fn start(
+        report: &Report,
+        settings: EgressSettings,
+        policies: Arc<Policies>,
+    ) -> Result<Egress, EgressError> {
         let upstream = ProxyEnv::from_env().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the proxy settings in the environment");
             ProxyEnv::default()
@@ -76,6 +86,9 @@ impl Egress {
         };
         let backend = choose::build(&choice, firewall, Arc::new(NamespaceStack), ports)?;
         backend.remove_all().await?;
+        if let AnyBackend::Nat(nat) = &backend {
+            nat.set_policy_source(policies.clone());
+        }
         let engine = if choice.kind == BackendKind::Proxy {
             let mut listeners =
                 vec![bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, ports.v4))).await?];
@@ -91,7 +104,8 @@ impl Egress {
                 upstream,
                 ..EngineConfig::default()
             };
-            Some((Engine::new(config, Arc::new(AllowAll)), listeners))
+            let policy = Arc::new(EgressPolicy(policies.clone()));
+            Some((Engine::new(config, policy), listeners))
         } else {
             None
         };
@@ -100,6 +114,8 @@ impl Egress {
             backend,
             choice,
             engine,
+            policies,
+            enabled: Mutex::default(),
         })
     }
 
@@ -107,6 +123,7 @@ impl Egress {
     /// returns at once when the backend needs none). Rules of ours are
     /// removed when it stops, so nothing is left redirected to a closed port.
     pub async fn serve(self: Arc<Self>, stop: CancellationToken) -> crate::error::Result<()> {
+        let follower = tokio::spawn(self.clone().follow_policies(stop.clone()));
         if let Some((engine, listeners)) = &self.engine {
             let mut tasks = tokio::task::JoinSet::new();
             // `Egress` keeps the listeners; the tasks serve duplicates.
@@ -120,18 +137,65 @@ impl Egress {
         } else {
             stop.cancelled().await;
         }
+        follower.abort();
         if let Err(e) = self.backend.remove_all().await {
             tracing::warn!(error = %e, "egress: removing our rules at shutdown");
         }
         Ok(())
     }
 
+    /// Rebuild a network's kernel rules when its policy changes (only the
+    /// `nat` backend has policy rules in the kernel; the proxy and DNS
+    /// read the policy on every new connection or query).
+    async fn follow_policies(self: Arc<Self>, stop: CancellationToken) {
+        if self.choice.kind != BackendKind::Nat {
+            return;
+        }
+        let mut changes = self.policies.subscribe();
+        loop {
+            let names: Vec<String> = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = changes.recv() => match r {
+                    Ok(name) => vec![name],
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        lock(&self.enabled).keys().cloned().collect()
+                    }
+                    Err(_) => return,
+                },
+            };
+            for name in names {
+                let net = lock(&self.enabled).get(&name).cloned();
+                if let Some(net) = net {
+                    match self.backend.enable(&net).await {
+                        Ok(()) => {
+                            tracing::info!(network = %name, "egress policy applied to the nat rules")
+                        }
+                        Err(e) => {
+                            tracing::warn!(network = %name, error = %e, "egress policy: rebuilding the nat rules")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     pub async fn enable(&self, network: &NetworkEgress) -> Result<(), EgressError> {
+        self.policies.register_network(
+            &network.name,
+            &crate::policy::subnets(network.subnet4, network.subnet6),
+        );
+        lock(&self.enabled).insert(network.name.clone(), network.clone());
         self.backend.enable(network).await
     }
 
     pub async fn disable(&self, network: &NetworkEgress) -> Result<(), EgressError> {
+        lock(&self.enabled).remove(&network.name);
+        self.policies.unregister_network(&network.name);
         self.backend.disable(network).await
+    }
+
+    pub fn policies(&self) -> &Arc<Policies> {
+        &self.policies
     }
 
     pub fn kind_name(&self) -> &'static str {
@@ -153,6 +217,10 @@ impl Egress {
     pub fn proxy_stats(&self) -> Option<conductor_egress::Stats> {
         self.engine.as_ref().map(|(e, _)| e.stats())
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, EgressError> {

@@ -58,6 +58,8 @@ pub struct Service<K: Kernel> {
     unmanaged: Mutex<Vec<crate::api::types::UnmanagedBridge>>,
     /// Names and egress for the networks (set once by the daemon).
     observer: std::sync::OnceLock<Arc<dyn NetworkObserver>>,
+    /// Every network's egress policy (issue 12), from the state directory.
+    policies: Arc<crate::policy::Policies>,
 }
 
 impl<K: Kernel> Service<K> {
@@ -65,6 +67,7 @@ impl<K: Kernel> Service<K> {
     /// before serving.
     pub fn new(kernel: K, store: Store, config: Config) -> Result<Service<K>> {
         let tag = store.instance()?.tag;
+        let policies = Arc::new(crate::policy::Policies::open(store.dir())?);
         Ok(Service {
             kernel,
             store: Arc::new(store),
@@ -79,7 +82,13 @@ impl<K: Kernel> Service<K> {
             reaper: std::sync::OnceLock::new(),
             unmanaged: Mutex::new(Vec::new()),
             observer: std::sync::OnceLock::new(),
+            policies,
         })
+    }
+
+    /// Every network's egress policy.
+    pub fn policies(&self) -> &Arc<crate::policy::Policies> {
+        &self.policies
     }
 
     pub fn kernel(&self) -> &K {
