@@ -4,7 +4,7 @@
 # The stand-in internet is a namespace behind a veth ($P-inet) with an HTTP
 # server and dnsmasq (the upstream resolver) on 203.0.113.10.
 
-SERVICES_TESTS="network_names network_egress"
+SERVICES_TESTS="network_names network_egress network_policy"
 PRELOAD_LIB=${CONDUCTOR_PRELOAD_LIB:-$ROOT/target/preload-build/libconductor_preload.so}
 
 # The stand-in internet, once per run; removed by the EXIT trap (its
@@ -109,5 +109,38 @@ t_network_egress() {
     netd network rm --force $inet > /dev/null || { fail $n "rm internal failed"; return; }
     [ "$(rules_for "$br")" = 0 ] || { fail $n "rules for $br left after network rm"; return; }
     rmns $a $c
+    pass $n
+}
+
+# The egress policy on a conductor network, through the daemon: a denied
+# name is REFUSED by the gateway's resolver, a denied range is not reached
+# (nat on the kernel, the proxy in gVisor), and a change applies at once.
+t_network_policy() {
+    local n=network_policy
+    internet_up || { fail $n "stand-in internet not set up"; return; }
+    fresh; start_probed_daemon || { fail $n "daemon did not start"; return; }
+    local net=$P-po a=$P-po-a
+    mkns $a || { fail $n "ip netns add failed"; return; }
+    netd network create $net --subnet 10.127.0.0/24 > /dev/null || { fail $n "create failed"; return; }
+    netd attach $net --netns $a > /dev/null || { fail $n "attach failed"; return; }
+    local got
+    got=$(ip netns exec $a timeout 10 busybox wget -q -O- http://203.0.113.10/ 2>&1)
+    [ "$got" = hello-internet ] || { fail $n "no egress before the policy: '$got'"; return; }
+    netd policy set $net "deny *.example.test" "deny 203.0.113.0/24" > /dev/null \
+        || { fail $n "policy set failed"; return; }
+    got=$(ip netns exec $a timeout 10 busybox nslookup www.example.test 10.127.0.1 2>&1)
+    echo "$got" | grep -q "203.0.113.10" && { fail $n "a denied name resolved: $got"; return; }
+    got=$(ip netns exec $a timeout 8 busybox wget -q -O- http://203.0.113.10/ 2>&1)
+    [ "$got" = hello-internet ] && { fail $n "a denied range was reached"; return; }
+    # A bad rule is refused with its position, and changes nothing.
+    got=$(netd policy add $net "deny 10.0.0.0/33" 2>&1) && { fail $n "a bad rule was accepted"; return; }
+    echo "$got" | grep -q "10.0.0.0/33" || { fail $n "the refusal does not name the rule: $got"; return; }
+    netd policy reset $net > /dev/null || { fail $n "policy reset failed"; return; }
+    got=$(ip netns exec $a timeout 10 busybox wget -q -O- http://203.0.113.10/ 2>&1)
+    [ "$got" = hello-internet ] || { fail $n "no egress after the reset: '$got'"; return; }
+    got=$(ip netns exec $a timeout 10 busybox nslookup www.example.test 10.127.0.1 2>&1)
+    echo "$got" | grep -q "203.0.113.10" || { fail $n "name not resolved after the reset: $got"; return; }
+    netd network rm --force $net > /dev/null || { fail $n "rm failed"; return; }
+    rmns $a
     pass $n
 }
