@@ -223,12 +223,19 @@ baseline() { # baseline DOCKERD RESULTS
     rm -rf "$T/base-data" "$T/base-exec"
 }
 
+docker_daemons() {
+    pgrep -x 'dockerd|containerd|containerd-shim(-runc-v2)?|docker-proxy' | sort
+}
+
 # With conductor-net: netd (egress backend per $1), then `docker up`.
 with_netd() { # with_netd DOCKERD RESULTS EGRESS [ENV...]
     local dockerd=$1 results=$2 egress=$3; shift 3
     start_netd "egress = \"$egress\"" "$@" || { echo "R start netd-failed" >> "$results"; return; }
-    local mounts_before
+    local mounts_before daemons_before
     mounts_before=$(awk '{print $5}' /proc/self/mountinfo | sort | tr '\n' ' ')
+    # Docker's processes already there (on the kernel pgrep sees the whole
+    # machine, other people's dockerd included): only new ones are ours.
+    daemons_before=$(docker_daemons)
     if ! CONDUCTOR_PRELOAD_PATH=$LIB "$NETD" --socket "$T/netd.sock" docker up --dockerd "$dockerd" \
         --docker-socket "$T/d.sock" --data-root "$T/data" > "$T/up.out" 2>&1; then
         echo "R start docker-up-failed: $(tail -3 "$T/up.out" | tr '\n' ' ')" >> "$results"
@@ -245,7 +252,7 @@ with_netd() { # with_netd DOCKERD RESULTS EGRESS [ENV...]
     new_mounts=$(awk '{print $5}' /proc/self/mountinfo | sort | tr '\n' ' ')
     left=$( (ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -vE "^(lo|${P}up)$";
              [ "$new_mounts" = "$mounts_before" ] || echo "mounts differ: $new_mounts";
-             pgrep -x dockerd; pgrep -x containerd;
+             comm -13 <(echo "$daemons_before") <(docker_daemons) | sed 's/^/process /';
              iptables-legacy-save 2>/dev/null | grep -E '^-A|^:(CNE|CONDUCTOR|DOCKER)' | grep -E 'CNE|CONDUCTOR|DOCKER';
              iptables-save 2>/dev/null | grep -iE 'docker|CNE-|CONDUCTOR') | tr '\n' ' ')
     echo "R nothing-left ${left:-ok}" >> "$results"
