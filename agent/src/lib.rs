@@ -21,6 +21,7 @@ pub mod ipam;
 pub mod kernel;
 pub mod model;
 pub mod platform;
+pub mod ports;
 pub mod preload_setup;
 pub mod privileges;
 pub mod render;

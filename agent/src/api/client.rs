@@ -15,8 +15,10 @@ use super::error::{ClientError, ErrorBody};
 use super::routes::{self, Route};
 use super::types::{
     AttachRequest, AttachResponse, CreateNetwork, DetachRequest, DetachResponse,
-    DockerEngineRequest, DockerEngineView, EndpointView, NetworkView, RemoveResponse, Status,
+    DockerEngineRequest, DockerEngineView, EndpointView, NetworkView, PortRequest, RemoveResponse,
+    Status,
 };
+use crate::ports::PortView;
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
@@ -114,6 +116,19 @@ impl Client {
     pub async fn unregister_docker(&self, name: &str) -> Result<DockerEngineView> {
         self.call(&routes::UNREGISTER_DOCKER, &[name], None::<&()>)
             .await
+    }
+
+    pub async fn ports(&self) -> Result<Vec<PortView>> {
+        self.call(&routes::LIST_PORTS, &[], None::<&()>).await
+    }
+
+    pub async fn add_port(&self, req: &PortRequest) -> Result<PortView> {
+        self.call(&routes::ADD_PORT, &[], Some(req)).await
+    }
+
+    /// `id`: `HOST_ADDR:HOST_PORT/PROTO` as listed.
+    pub async fn remove_port(&self, id: &str) -> Result<PortView> {
+        self.call(&routes::REMOVE_PORT, &[id], None::<&()>).await
     }
 
     async fn call<T: DeserializeOwned>(

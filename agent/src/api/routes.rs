@@ -133,6 +133,22 @@ pub const UNREGISTER_DOCKER: Route = Route {
     statuses: &[200, 403, 404, 500],
 };
 
+pub const LIST_PORTS: Route = Route {
+    method: "GET",
+    path: "/v1/ports",
+    statuses: &[200, 403],
+};
+pub const ADD_PORT: Route = Route {
+    method: "POST",
+    path: "/v1/ports",
+    statuses: &[201, 400, 403, 404, 409, 413, 500],
+};
+pub const REMOVE_PORT: Route = Route {
+    method: "DELETE",
+    path: "/v1/ports/{id}",
+    statuses: &[200, 400, 403, 404, 500],
+};
+
 /// The whole table, in the order the document lists it.
 pub const ALL: &[Route] = &[
     STATUS,
@@ -151,6 +167,9 @@ pub const ALL: &[Route] = &[
     REGISTER_DOCKER,
     GET_DOCKER,
     UNREGISTER_DOCKER,
+    LIST_PORTS,
+    ADD_PORT,
+    REMOVE_PORT,
 ];
 
 /// Statuses that any route may answer with besides its own (routing,

@@ -181,7 +181,12 @@ async fn run<K: Kernel>(
         Some(report) => Some(networking(&svc, report, &mut components).await),
         None => None,
     };
-    let app = router::with_docker(svc.clone(), docker);
+    let ports = crate::ports::Ports::new(svc.store(), svc.clone());
+    if let Some(d) = &docker {
+        d.add_observer(Arc::new(ports.observer()));
+    }
+    ports.restore().await?;
+    let app = router::with_parts(svc.clone(), docker, Some(ports));
     components.spawn("api", move |stop| {
         server::serve(app, listener, access, limits, stop, DRAIN)
     });
