@@ -24,6 +24,7 @@ pub mod platform;
 pub mod ports;
 pub mod preload_setup;
 pub mod privileges;
+pub mod proxy;
 pub mod render;
 pub mod service;
 pub mod state;
