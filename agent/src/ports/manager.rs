@@ -92,7 +92,7 @@ impl Ports {
         })?;
         let mut entries = self.entries.lock().await;
         for spec in specs {
-            let (forwarder, error) = match self.bind(&spec) {
+            let (forwarder, error) = match self.bind(&spec).await {
                 Ok(f) => (Some(f), None),
                 Err(e) => {
                     tracing::warn!(port = %spec.side().id(), error = %e, "saved port not bound");
@@ -132,7 +132,7 @@ impl Ports {
             };
             return Err(Error::not_found(what, name.clone()));
         }
-        let forwarder = self.bind(&spec)?;
+        let forwarder = self.bind(&spec).await?;
         let mut specs: Vec<PortSpec> = entries.values().map(|e| e.spec.clone()).collect();
         specs.push(spec.clone());
         self.save(specs).await?;
@@ -199,14 +199,14 @@ impl Ports {
         }
     }
 
-    fn bind(self: &Arc<Self>, spec: &PortSpec) -> Result<Forwarder> {
+    async fn bind(self: &Arc<Self>, spec: &PortSpec) -> Result<Forwarder> {
         let upstream: Arc<dyn Upstream> = Arc::new(Target {
             ports: Arc::downgrade(self),
             target: spec.target.clone(),
             port: spec.port,
         });
         let bound = match spec.proto {
-            Proto::Tcp => forward::bind_tcp(spec.host, upstream),
+            Proto::Tcp => forward::bind_tcp(spec.host, upstream).await,
             Proto::Udp => forward::bind_udp(spec.host, upstream),
         };
         bound.map_err(|e| bind_error(spec, e))

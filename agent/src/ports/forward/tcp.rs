@@ -18,20 +18,50 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bind `listen` now (so "in use" is the caller's error) and forward in
 /// the background.
-pub fn bind_tcp(listen: SocketAddr, upstream: SharedUpstream) -> io::Result<Forwarder> {
+pub async fn bind_tcp(listen: SocketAddr, upstream: SharedUpstream) -> io::Result<Forwarder> {
+    let listener = match bind(listen, false) {
+        Ok(l) => l,
+        // A restarted netd finds its old connections in TIME_WAIT: that
+        // needs SO_REUSEADDR. But gVisor lets two SO_REUSEADDR sockets
+        // bind one port even while one listens, so a listener is looked
+        // for first (a connect that is answered).
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            if someone_listens(listen).await {
+                return Err(e);
+            }
+            bind(listen, true)?
+        }
+        Err(e) => return Err(e),
+    };
+    let local = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    tokio::spawn(accept_loop(listener, upstream, stop.clone()));
+    Ok(Forwarder { stop, local })
+}
+
+fn bind(listen: SocketAddr, reuse: bool) -> io::Result<TcpListener> {
     let socket = if listen.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    // A restarted netd rebinds while old connections sit in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
+    socket.set_reuseaddr(reuse)?;
     socket.bind(listen)?;
-    let listener = socket.listen(1024)?;
-    let local = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    tokio::spawn(accept_loop(listener, upstream, stop.clone()));
-    Ok(Forwarder { stop, local })
+    socket.listen(1024)
+}
+
+async fn someone_listens(listen: SocketAddr) -> bool {
+    let mut probe = listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(match listen {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(probe)).await,
+        Ok(Ok(_))
+    )
 }
 
 async fn accept_loop(listener: TcpListener, upstream: SharedUpstream, stop: CancellationToken) {
