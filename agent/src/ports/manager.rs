@@ -206,7 +206,7 @@ impl Ports {
             port: spec.port,
         });
         let bound = match spec.proto {
-            Proto::Tcp => forward::bind_tcp(spec.host, upstream).await,
+            Proto::Tcp => forward::bind_tcp(spec.host, upstream, copy_mode()).await,
             Proto::Udp => forward::bind_udp(spec.host, upstream),
         };
         bound.map_err(|e| bind_error(spec, e))
@@ -250,6 +250,15 @@ impl Ports {
     pub fn address_of_name(&self, name: &str) -> Option<IpAddr> {
         self.address(&PortTarget::Container(name.to_string()))
             .or_else(|| self.endpoints.address(&PortTarget::Netns(name.to_string())))
+    }
+}
+
+/// splice(2) unless `CONDUCTOR_NETD_PORTS_COPY=buffered` (the benchmark's
+/// comparison).
+fn copy_mode() -> conductor_egress::CopyMode {
+    match std::env::var("CONDUCTOR_NETD_PORTS_COPY").as_deref() {
+        Ok("buffered") => conductor_egress::CopyMode::Buffered,
+        _ => conductor_egress::CopyMode::Splice,
     }
 }
 

@@ -6,6 +6,8 @@
 //!   ports-target udp ADDR MSG   one datagram, print the answer
 //!   ports-target stream URL     print "streamed" when the first SSE event
 //!                               arrived well before the last was sent
+//!   ports-target sink ADDR      TCP: read and discard (bench-ports)
+//!   ports-target echo ADDR      TCP: echo (bench-ports)
 //! Runs inside the test's containers too (copied with its libraries).
 
 use std::convert::Infallible;
@@ -164,6 +166,23 @@ async fn connect(uri: &hyper::Uri) -> Result<tokio::net::TcpStream, String> {
         .map_err(|e| format!("connect {host}:{port}: {e}"))
 }
 
+/// The benchmark's servers: discard everything, or echo it.
+async fn plain(addr: SocketAddr, echo: bool) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    loop {
+        let (mut s, _) = listener.accept().await?;
+        let _ = s.set_nodelay(true);
+        tokio::spawn(async move {
+            let (mut r, mut w) = s.split();
+            if echo {
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            } else {
+                let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+            }
+        });
+    }
+}
+
 async fn ws_client(url: &str) -> Result<String, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     let tcp = connect(&uri).await?;
@@ -250,6 +269,13 @@ async fn main() {
     let result = match arg(1).as_str() {
         "serve" => match arg(2).parse() {
             Ok(a) => serve(a)
+                .await
+                .map(|_| String::new())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{}: {e}", arg(2))),
+        },
+        "sink" | "echo" => match arg(2).parse() {
+            Ok(a) => plain(a, arg(1) == "echo")
                 .await
                 .map(|_| String::new())
                 .map_err(|e| e.to_string()),

@@ -1,24 +1,28 @@
-//! TCP: accept, connect to the upstream, copy both ways until both sides
-//! are done. tokio's copy_bidirectional with 64 KiB buffers (the agent has
-//! no unsafe code for splice(2); the benchmark compares it with
-//! docker-proxy and the direct path).
+//! TCP: accept, connect to the upstream, relay both ways until both sides
+//! are done, with the egress engine's relay: splice(2) through a pipe where
+//! the kernel allows it (gVisor too), a buffered copy otherwise or when
+//! asked (`CopyMode::Buffered`; bench-ports compares them).
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use conductor_egress::relay::{self, CopyMode};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::{Forwarder, SharedUpstream};
 
-const BUFFER: usize = 64 * 1024;
 /// A target that does not answer does not hold a client for long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bind `listen` now (so "in use" is the caller's error) and forward in
 /// the background.
-pub async fn bind_tcp(listen: SocketAddr, upstream: SharedUpstream) -> io::Result<Forwarder> {
+pub async fn bind_tcp(
+    listen: SocketAddr,
+    upstream: SharedUpstream,
+    mode: CopyMode,
+) -> io::Result<Forwarder> {
     let listener = match bind(listen, false) {
         Ok(l) => l,
         // A restarted netd finds its old connections in TIME_WAIT: that
@@ -35,7 +39,7 @@ pub async fn bind_tcp(listen: SocketAddr, upstream: SharedUpstream) -> io::Resul
     };
     let local = listener.local_addr()?;
     let stop = CancellationToken::new();
-    tokio::spawn(accept_loop(listener, upstream, stop.clone()));
+    tokio::spawn(accept_loop(listener, upstream, mode, stop.clone()));
     Ok(Forwarder { stop, local })
 }
 
@@ -64,7 +68,12 @@ async fn someone_listens(listen: SocketAddr) -> bool {
     )
 }
 
-async fn accept_loop(listener: TcpListener, upstream: SharedUpstream, stop: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    upstream: SharedUpstream,
+    mode: CopyMode,
+    stop: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -77,7 +86,7 @@ async fn accept_loop(listener: TcpListener, upstream: SharedUpstream, stop: Canc
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        r = relay(client, target) => if let Err(e) = r {
+                        r = forward(client, target, mode) => if let Err(e) = r {
                             tracing::debug!(%peer, ?target, error = %e, "forwarded connection ended");
                         }
                     }
@@ -92,13 +101,13 @@ async fn accept_loop(listener: TcpListener, upstream: SharedUpstream, stop: Canc
     }
 }
 
-async fn relay(mut client: TcpStream, target: Option<SocketAddr>) -> io::Result<()> {
+async fn forward(client: TcpStream, target: Option<SocketAddr>, mode: CopyMode) -> io::Result<()> {
     let target = target.ok_or_else(|| io::Error::other("the target has no address now"))?;
-    let mut server = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
+    let server = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, BUFFER, BUFFER).await?;
+    relay::relay(&client, &server, mode).await?;
     Ok(())
 }
