@@ -1,7 +1,8 @@
 //! UDP: one flow per client address, each with its own connected socket
 //! towards the upstream (so replies find their client), closed after
 //! `UDP_IDLE` without traffic. At most `MAX_FLOWS` flows: a flood of
-//! source addresses cannot take every fd.
+//! source addresses cannot take every fd. The target is looked up per
+//! datagram: a flow whose target moved (a restarted container) is replaced.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,7 +19,9 @@ pub const UDP_IDLE: Duration = Duration::from_secs(60);
 const MAX_FLOWS: usize = 4096;
 const DATAGRAM: usize = 65536;
 
-type Flows = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
+/// A flow: its socket towards the upstream and the upstream it went to.
+type Flow = (Arc<UdpSocket>, SocketAddr);
+type Flows = Arc<Mutex<HashMap<SocketAddr, Flow>>>;
 
 pub fn bind_udp(listen: SocketAddr, upstream: SharedUpstream) -> io::Result<Forwarder> {
     let std_socket = std::net::UdpSocket::bind(listen)?;
@@ -49,14 +52,17 @@ async fn serve(
                 }
             },
         };
+        let Some(target) = upstream.resolve() else {
+            continue;
+        };
         let existing = flows
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&client)
             .cloned();
         let flow = match existing {
-            Some(f) => f,
-            None => match open_flow(&socket, &flows, client, &upstream, &stop, idle).await {
+            Some((f, went_to)) if went_to == target => f,
+            _ => match open_flow(&socket, &flows, client, target, &stop, idle).await {
                 Some(f) => f,
                 None => continue,
             },
@@ -70,15 +76,21 @@ async fn open_flow(
     listener: &Arc<UdpSocket>,
     flows: &Flows,
     client: SocketAddr,
-    upstream: &SharedUpstream,
+    target: SocketAddr,
     stop: &CancellationToken,
     idle: Duration,
 ) -> Option<Arc<UdpSocket>> {
-    if flows.lock().unwrap_or_else(|p| p.into_inner()).len() >= MAX_FLOWS {
+    let full = {
+        let mut table = flows.lock().unwrap_or_else(|p| p.into_inner());
+        // A replaced flow's reply task ends on its own (idle time-out) and
+        // removes only its own entry.
+        table.remove(&client);
+        table.len() >= MAX_FLOWS
+    };
+    if full {
         tracing::debug!(%client, "udp flow table full; datagram dropped");
         return None;
     }
-    let target = upstream.resolve()?;
     let bind: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0".parse().ok()?
     } else {
@@ -90,7 +102,7 @@ async fn open_flow(
     flows
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(client, out.clone());
+        .insert(client, (out.clone(), target));
     let (listener, flows, replies, stop) =
         (listener.clone(), flows.clone(), out.clone(), stop.clone());
     tokio::spawn(async move {
@@ -112,10 +124,13 @@ async fn open_flow(
                 Err(_) => break,
             }
         }
-        flows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&client);
+        let mut table = flows.lock().unwrap_or_else(|p| p.into_inner());
+        if table
+            .get(&client)
+            .is_some_and(|(s, _)| Arc::ptr_eq(s, &replies))
+        {
+            table.remove(&client);
+        }
     });
     Some(out)
 }
