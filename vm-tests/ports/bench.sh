@@ -35,6 +35,9 @@ cleanup() {
 trap cleanup EXIT
 for d in /run/conductor-net /var/lib/conductor-net; do mkdir -p $d && mount -t tmpfs bp $d; done
 ip link set lo up
+# Connections/s rows open tens of thousands of connections: without reuse
+# the later rows find the ephemeral ports in TIME_WAIT (this namespace only).
+sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65000" 2>/dev/null
 printf 'localhost_proxy = "127.0.0.1:18000"\nfsync = false\n' > "$T/netd.toml"
 n() { "$NETD" --socket "$T/netd.sock" "$@"; }
 start_netd() { # start_netd [ENV...]
@@ -51,9 +54,11 @@ for s in "sink 0.0.0.0:5001" "echo 0.0.0.0:5002" "serve 0.0.0.0:8080"; do
 done
 n port add --netns bpsrv 15001:5001 >/dev/null && n port add --netns bpsrv 15002:5002 >/dev/null \
     && n port add --netns bpsrv 15080:8080 >/dev/null || { echo "port add failed"; exit 1; }
+# docker-proxy tells its parent it is ready on fd 3 (and closes it): give it
+# one, or it closes its own listener.
 DP=/usr/sbin/docker-proxy
 for p in 5001 5002; do
-    $DP -proto tcp -host-ip 127.0.0.1 -host-port $((p + 11000)) -container-ip "$IP" -container-port $p 2>/dev/null &
+    $DP -proto tcp -host-ip 127.0.0.1 -host-port $((p + 11000)) -container-ip "$IP" -container-port $p 2>/dev/null 3>"$T/dp$p.ready" &
     PIDS="$PIDS $!"
 done
 for _ in $(seq 1 100); do curl -s "http://$IP:8080/hello" >/dev/null && break; sleep 0.05; done
@@ -68,3 +73,4 @@ kill "$NETD_PID"; wait "$NETD_PID" 2>/dev/null
 start_netd CONDUCTOR_NETD_PORTS_COPY=buffered
 for _ in $(seq 1 100); do curl -s "http://127.0.0.1:15080/hello" >/dev/null && break; sleep 0.05; done
 "$BIN/bench-ports" tcp "$SECS" direct=$IP:5001 netd-buffered=127.0.0.1:15001
+"$BIN/bench-ports" conns "$SECS" direct=$IP:5002 netd-buffered=127.0.0.1:15002
