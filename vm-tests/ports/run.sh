@@ -37,7 +37,7 @@ PIDS=""
 MOUNTED=""
 mkdir -p "$OUT"
 
-ok() { echo "ok $1"; [ -n "${PORTS_TIMES:-}" ] && echo "  t=${SECONDS}s"; }
+ok() { echo "ok $1"; [ -z "${PORTS_TIMES:-}" ] || echo "  t=${SECONDS}s"; }
 fail() { echo "FAIL $1: $2"; FAILED=1; }
 expect() { # expect NAME GOT WANTED
     if [ "$2" = "$3" ]; then ok "$1"; else fail "$1" "got '$(echo "$2" | tr '\n' ' ' | cut -c1-300)', wanted '$3'"; fi
@@ -172,9 +172,12 @@ docker_rows() {
     cp "$TGT" "$T/rootfs/bin/ports-target"
     for l in $(ldd "$TGT" | grep -oE '/[^ ]+'); do cp --parents -L "$l" "$T/rootfs/"; done
     tar -C "$T/rootfs" -c . | d import - pt:latest >/dev/null 2>&1 || { fail docker-image "import failed"; return; }
-    d run -d --name web pt /bin/ports-target serve 0.0.0.0:8080 >/dev/null 2>"$T/run.err" \
+    d network create --subnet 172.31.7.0/24 ${P}net >/dev/null 2>"$T/net.err" \
+        || { fail docker-network "$(cat "$T/net.err")"; return; }
+    d run -d --name web --network ${P}net pt /bin/ports-target serve 0.0.0.0:8080 >/dev/null 2>"$T/run.err" \
         || { fail docker-run "$(cat "$T/run.err")"; return; }
-    local ip1; ip1=$(d inspect -f '{{.NetworkSettings.IPAddress}}' web)
+    ipof() { d inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
+    local ip1; ip1=$(ipof web)
     wait_http "http://$ip1:8080/" || fail docker-web "not serving on $ip1:8080"
     # The watcher learns of the container asynchronously: retry the add.
     local out=""
@@ -189,9 +192,9 @@ docker_rows() {
     browser docker-browser "http://8080.web.localhost:18000/"
     # Restarted with a new address: a squatter takes the old one meanwhile.
     d stop -t 1 web >/dev/null
-    d run -d --name squat pt /bin/sleep 600 >/dev/null
+    d run -d --name squat --network ${P}net --ip "$ip1" pt /bin/sleep 600 >/dev/null
     d start web >/dev/null
-    local ip2; ip2=$(d inspect -f '{{.NetworkSettings.IPAddress}}' web)
+    local ip2; ip2=$(ipof web)
     [ "$ip1" != "$ip2" ] && ok "docker-new-address ($ip1 -> $ip2)" || fail docker-new-address "still $ip1"
     wait_http "http://$ip2:8080/" || fail docker-web-restarted "not serving on $ip2:8080"
     out=""
@@ -214,6 +217,7 @@ docker_rows() {
     expect netd-restart-proxy-websocket "$("$TGT" ws ws://8080.web.localhost:18000/ws)" ws-echo:one,two,three
     expect netd-restart-port-ls "$(n port ls --json | jq -r '[.[] | select(.listening)] | length')" 5
     d rm -f web squat >/dev/null 2>&1
+    d network rm ${P}net >/dev/null 2>&1
     n docker down --docker-socket "$T/d.sock" > "$T/down.out" 2>&1 || fail docker-down "$(cat "$T/down.out")"
     rm -f "$T/up.json"
 }
