@@ -35,9 +35,10 @@ async fn bulk(addr: SocketAddr, streams: usize, secs: f64) -> f64 {
             let buf = vec![0u8; 256 * 1024];
             let mut sent = 0u64;
             while Instant::now() < deadline {
-                match s.write(&buf).await {
-                    Ok(n) => sent += n as u64,
-                    Err(_) => break,
+                // A path that stalls ends the row instead of hanging it.
+                match tokio::time::timeout(Duration::from_secs(2), s.write(&buf)).await {
+                    Ok(Ok(n)) => sent += n as u64,
+                    _ => break,
                 }
             }
             sent
