@@ -21,7 +21,10 @@ apt-get install -y --no-install-recommends \
     containernetworking-plugins docker.io \
     golang-go golang-github-vishvananda-netlink-dev \
     build-essential pkg-config \
-    tinyproxy openssl curl dnsmasq-base
+    tinyproxy openssl curl dnsmasq-base \
+    chromium chromium-driver
+# chromium + chromium-driver: the ports suite's browser test (headless,
+# through chromedriver) of the *.localhost proxy.
 # dnsmasq-base, not dnsmasq: the latter also enables a system service that
 # takes port 53 on every interface (dnsmasq is the DNS engine benchmark's
 # comparison and the tests' stand-in upstream). tinyproxy is the egress

@@ -80,6 +80,9 @@ pub struct Config {
     pub api_max_connections: usize,
     /// Connections at once of one non-root uid.
     pub api_max_connections_per_uid: usize,
+    /// The `*.localhost` reverse proxy's listener ("127.0.0.1:8000"); off
+    /// when unset.
+    pub localhost_proxy: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -107,6 +110,7 @@ impl Default for Config {
             api_idle_timeout_ms: 60_000,
             api_max_connections: 512,
             api_max_connections_per_uid: 64,
+            localhost_proxy: None,
         }
     }
 }

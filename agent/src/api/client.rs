@@ -16,8 +16,9 @@ use super::routes::{self, Route};
 use super::types::{
     AttachRequest, AttachResponse, CreateNetwork, DetachRequest, DetachResponse,
     DockerEngineRequest, DockerEngineView, EndpointView, NetworkView, PolicyRules, PolicyView,
-    RemoveResponse, SetPolicy, Status,
+    PortRequest, RemoveResponse, SetPolicy, Status,
 };
+use crate::ports::PortView;
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
@@ -151,6 +152,21 @@ impl Client {
         };
         self.call(&routes::REMOVE_POLICY_RULES, &[network], Some(&body))
             .await
+    }
+
+    // Published ports.
+
+    pub async fn ports(&self) -> Result<Vec<PortView>> {
+        self.call(&routes::LIST_PORTS, &[], None::<&()>).await
+    }
+
+    pub async fn add_port(&self, req: &PortRequest) -> Result<PortView> {
+        self.call(&routes::ADD_PORT, &[], Some(req)).await
+    }
+
+    /// `id`: `HOST_ADDR:HOST_PORT/PROTO` as listed.
+    pub async fn remove_port(&self, id: &str) -> Result<PortView> {
+        self.call(&routes::REMOVE_PORT, &[id], None::<&()>).await
     }
 
     async fn call<T: DeserializeOwned>(

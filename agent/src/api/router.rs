@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{FromRef, FromRequest, Path, Query, Request, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -16,12 +16,14 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::routes::{self, Route};
 use super::types::{
-    AttachRequest, CreateNetwork, DetachRequest, DockerEngineRequest, PolicyRules, SetPolicy,
+    AttachRequest, CreateNetwork, DetachRequest, DockerEngineRequest, PolicyRules, PortRequest,
+    SetPolicy,
 };
 use super::{BodyTimeout, BODY_LIMIT, BODY_TIMEOUT};
 use crate::docker::DockerIntegration;
 use crate::error::Error;
 use crate::kernel::Kernel;
+use crate::ports::{HostSide, Ports};
 use crate::service::Service;
 
 /// What the handlers reach: the service, and the Docker integration when
@@ -29,6 +31,7 @@ use crate::service::Service;
 pub struct AppState<K: Kernel> {
     pub svc: Arc<Service<K>>,
     pub docker: Option<Arc<DockerIntegration>>,
+    pub ports: Option<Arc<Ports>>,
 }
 
 impl<K: Kernel> Clone for AppState<K> {
@@ -36,6 +39,7 @@ impl<K: Kernel> Clone for AppState<K> {
         AppState {
             svc: self.svc.clone(),
             docker: self.docker.clone(),
+            ports: self.ports.clone(),
         }
     }
 }
@@ -58,6 +62,15 @@ pub fn router<K: Kernel>(svc: Arc<Service<K>>) -> Router {
 pub fn with_docker<K: Kernel>(
     svc: Arc<Service<K>>,
     docker: Option<Arc<DockerIntegration>>,
+) -> Router {
+    with_parts(svc, docker, None)
+}
+
+/// The whole API with the daemon's optional parts.
+pub fn with_parts<K: Kernel>(
+    svc: Arc<Service<K>>,
+    docker: Option<Arc<DockerIntegration>>,
+    ports: Option<Arc<Ports>>,
 ) -> Router {
     fn on<K: Kernel>(
         r: Router<AppState<K>>,
@@ -115,9 +128,15 @@ pub fn with_docker<K: Kernel>(
         routes::REMOVE_POLICY_RULES,
         post(remove_policy_rules::<K>),
     );
+    let r = on(
+        r,
+        routes::LIST_PORTS,
+        get(list_ports::<K>).post(add_port::<K>),
+    );
+    let r = on(r, routes::REMOVE_PORT, delete(remove_port::<K>));
     r.fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { svc, docker })
+        .with_state(AppState { svc, docker, ports })
 }
 
 fn docker_of<K: Kernel>(state: &AppState<K>) -> Result<Arc<DockerIntegration>, ApiError> {
@@ -160,6 +179,42 @@ async fn unregister_docker<K: Kernel>(
     let docker = docker_of(&state)?;
     let view = detached(async move { docker.unregister(&name).await }).await?;
     json(StatusCode::OK, &view)
+}
+
+fn ports_of<K: Kernel>(state: &AppState<K>) -> Result<Arc<Ports>, ApiError> {
+    state.ports.clone().ok_or_else(|| {
+        ApiError::Service(Error::Internal(
+            "this conductor-netd runs without published ports".into(),
+        ))
+    })
+}
+
+async fn list_ports<K: Kernel>(State(state): State<AppState<K>>) -> Answer {
+    json(StatusCode::OK, &ports_of(&state)?.list().await)
+}
+
+async fn add_port<K: Kernel>(
+    State(state): State<AppState<K>>,
+    ApiJson(req): ApiJson<PortRequest>,
+) -> Answer {
+    let ports = ports_of(&state)?;
+    let spec = req.spec()?;
+    json(
+        StatusCode::CREATED,
+        &detached(async move { ports.add(spec).await }).await?,
+    )
+}
+
+async fn remove_port<K: Kernel>(
+    State(state): State<AppState<K>>,
+    Path(id): Path<String>,
+) -> Answer {
+    let ports = ports_of(&state)?;
+    let side = HostSide::parse(&id)?;
+    json(
+        StatusCode::OK,
+        &detached(async move { ports.remove(&side).await }).await?,
+    )
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Answer {

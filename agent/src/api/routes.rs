@@ -165,6 +165,23 @@ pub const REMOVE_POLICY_RULES: Route = Route {
     statuses: &[200, 400, 403, 404, 413, 500],
 };
 
+// Published ports (issue 12).
+pub const LIST_PORTS: Route = Route {
+    method: "GET",
+    path: "/v1/ports",
+    statuses: &[200, 403],
+};
+pub const ADD_PORT: Route = Route {
+    method: "POST",
+    path: "/v1/ports",
+    statuses: &[201, 400, 403, 404, 409, 413, 500],
+};
+pub const REMOVE_PORT: Route = Route {
+    method: "DELETE",
+    path: "/v1/ports/{id}",
+    statuses: &[200, 400, 403, 404, 500],
+};
+
 /// The whole table, in the order the document lists it.
 pub const ALL: &[Route] = &[
     STATUS,
@@ -189,6 +206,9 @@ pub const ALL: &[Route] = &[
     RESET_POLICY,
     ADD_POLICY_RULES,
     REMOVE_POLICY_RULES,
+    LIST_PORTS,
+    ADD_PORT,
+    REMOVE_PORT,
 ];
 
 /// Statuses that any route may answer with besides its own (routing,

@@ -239,6 +239,41 @@ pub struct PolicyRules {
     pub rules: Vec<String>,
 }
 
+// Published ports (issue 12).
+
+/// `POST /v1/ports`: publish `mapping` (`[HOST_ADDR:]HOST_PORT:PORT[/tcp|/udp]`)
+/// to exactly one of a container, a netns endpoint or an endpoint id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub mapping: String,
+}
+
+impl PortRequest {
+    pub fn spec(&self) -> Result<crate::ports::PortSpec> {
+        use crate::ports::PortTarget;
+        let target = match (&self.container, &self.netns, &self.endpoint) {
+            (Some(c), None, None) => PortTarget::Container(c.clone()),
+            (None, Some(n), None) => PortTarget::Netns(n.clone()),
+            (None, None, Some(e)) => PortTarget::Endpoint(e.clone()),
+            _ => {
+                return Err(crate::error::Error::invalid(
+                    "port target",
+                    "",
+                    "give exactly one of container, netns or endpoint",
+                ))
+            }
+        };
+        crate::ports::PortSpec::parse(&self.mapping, target)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ mod doctor;
 mod endpoints;
 mod network;
 mod policy;
+mod ports;
 mod preload;
 mod serve;
 mod status;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Send one raw request to the API and print the answer's body (exit by
     /// the HTTP error's class). For debugging and tests.
     Api(api::ApiArgs),
+    /// Published ports, forwarded by netd in userspace.
+    #[command(subcommand)]
+    Port(ports::PortCmd),
 }
 
 /// What a command can fail with: the service's errors (local commands) or
@@ -143,6 +147,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Docker(cmd) => block_on(docker::run(&client(), cmd, json)),
         Command::Api(args) => block_on(api::run(&client(), args)),
         Command::Policy(cmd) => block_on(policy::run(&client(), cmd, json)),
+        Command::Port(cmd) => block_on(ports::run(&client(), cmd, json)),
     }
 }
 

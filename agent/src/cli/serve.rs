@@ -29,6 +29,9 @@ pub struct ServeArgs {
     /// Skip the start-up environment probe.
     #[arg(long)]
     pub no_probe: bool,
+    /// Serve the `*.localhost` reverse proxy here (e.g. 127.0.0.1:8000).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub localhost_proxy: Option<std::net::SocketAddr>,
     /// Keep links in memory instead of the kernel (tests; no privileges).
     #[cfg(feature = "testing")]
     #[arg(long, hide = true)]
@@ -44,6 +47,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<()> {
         #[cfg(feature = "testing")]
         fake_kernel: args.fake_kernel,
         no_probe: args.no_probe,
+        localhost_proxy: args.localhost_proxy,
     })?;
     Ok(())
 }

@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub fake_kernel: bool,
     /// Skip the start-up probe.
     pub no_probe: bool,
+    /// The `*.localhost` proxy's listener (overrides the config file).
+    pub localhost_proxy: Option<std::net::SocketAddr>,
 }
 
 /// The effective configuration: file, then command line.
@@ -48,6 +50,9 @@ pub fn effective_config(opts: &ServeOptions) -> Result<Config> {
     }
     if opts.no_probe {
         config.startup_probe = false;
+    }
+    if let Some(a) = opts.localhost_proxy {
+        config.localhost_proxy = Some(a);
     }
     Ok(config)
 }
@@ -181,7 +186,17 @@ async fn run<K: Kernel>(
         Some(report) => Some(networking(&svc, report, &mut components).await),
         None => None,
     };
-    let app = router::with_docker(svc.clone(), docker);
+    let ports = crate::ports::Ports::new(svc.store(), svc.clone());
+    if let Some(d) = &docker {
+        d.add_observer(Arc::new(ports.observer()));
+    }
+    ports.restore().await?;
+    if let Some(addr) = svc.config().localhost_proxy {
+        let proxy = crate::proxy::LocalhostProxy::bind(addr, ports.clone())?;
+        tracing::info!(%addr, "*.localhost proxy listening");
+        components.spawn("localhost proxy", move |stop| proxy.serve(stop));
+    }
+    let app = router::with_parts(svc.clone(), docker, Some(ports));
     components.spawn("api", move |stop| {
         server::serve(app, listener, access, limits, stop, DRAIN)
     });

@@ -117,6 +117,8 @@ pub struct DockerContainer {
     /// By network id.
     pub endpoints: BTreeMap<String, DockerEndpoint>,
     pub labels: BTreeMap<String, String>,
+    /// TCP ports the image or `--expose` declares (`8080/tcp` -> 8080).
+    pub exposed_tcp: Vec<u16>,
 }
 
 impl DockerContainer {
@@ -175,6 +177,14 @@ impl DockerContainer {
                 .and_then(|c| c.labels.clone())
                 .map(|l| l.into_iter().collect())
                 .unwrap_or_default(),
+            exposed_tcp: c
+                .config
+                .as_ref()
+                .and_then(|c| c.exposed_ports.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.strip_suffix("/tcp").and_then(|n| n.parse().ok()))
+                .collect(),
         })
     }
 }
@@ -202,7 +212,8 @@ mod tests {
         let c: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
             "Id": "c0ffee", "Name": "/web",
             "State": {"Running": true, "Pid": 42},
-            "Config": {"Labels": {"com.docker.compose.service": "web"}},
+            "Config": {"Labels": {"com.docker.compose.service": "web"},
+                       "ExposedPorts": {"8080/tcp": {}, "53/udp": {}}},
             "NetworkSettings": {"SandboxKey": "/run/docker/netns/abc", "Networks": {
                 "net1": {"NetworkID": "0123456789abcdef0123", "IPAddress": "172.18.0.2",
                          "Aliases": ["www", "web"], "DNSNames": ["web", "c0ffee", "www"]}}}
@@ -211,6 +222,7 @@ mod tests {
         let c = DockerContainer::from_inspect(&c).unwrap();
         assert_eq!(c.name, "web");
         assert_eq!(c.pid, Some(42));
+        assert_eq!(c.exposed_tcp, [8080]);
         assert_eq!(c.sandbox, Some(PathBuf::from("/run/docker/netns/abc")));
         let ep = &c.endpoints["0123456789abcdef0123"];
         assert_eq!(ep.ipv4, Some("172.18.0.2".parse().unwrap()));

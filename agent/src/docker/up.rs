@@ -332,8 +332,13 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
         started_netd: None,
         docker_rules: None,
     };
+    // A netd that runs already follows the engine even when Docker does its
+    // own names and egress: published ports and the *.localhost proxy
+    // follow its containers.
+    let follow =
+        plan.netd_dns || plan.netd_egress || Client::new(&req.netd_socket).status().await.is_ok();
     let started = async {
-        if plan.netd_dns || plan.netd_egress {
+        if follow {
             record.netd_socket = Some(req.netd_socket.clone());
             record.started_netd = ensure_netd(&req, &plan.run_dir).await?;
             record.save()?;
@@ -350,7 +355,7 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
         record.pid = Some(start_dockerd(&plan)?);
         record.save()?;
         wait_ready(&plan, record.pid).await?;
-        if plan.netd_dns || plan.netd_egress {
+        if follow {
             let client = Client::new(&req.netd_socket);
             client
                 .register_docker(&DockerEngineRequest {

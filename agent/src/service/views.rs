@@ -20,6 +20,31 @@ impl<K: Kernel> Service<K> {
             .collect())
     }
 
+    /// The IPv4 address of an endpoint found by id or by the namespace name
+    /// it was attached with (published ports ask per connection: no copy).
+    pub fn endpoint_address(
+        &self,
+        id: Option<&str>,
+        netns: Option<&str>,
+    ) -> Option<std::net::IpAddr> {
+        let reg = self.reg();
+        let live = |e: &crate::model::Endpoint| !e.detaching;
+        let found = match (id, netns) {
+            (Some(id), _) => reg
+                .endpoints
+                .get(id)
+                .map(|e| &e.endpoint)
+                .filter(|e| live(e)),
+            (None, Some(ns)) => reg
+                .endpoints
+                .values()
+                .map(|e| &e.endpoint)
+                .find(|e| live(e) && e.target == crate::model::Target::Netns(ns.to_string())),
+            (None, None) => None,
+        };
+        found.map(|e| std::net::IpAddr::V4(e.ipv4.addr()))
+    }
+
     pub fn endpoint(&self, id: &str) -> Result<EndpointView> {
         let reg = self.reg();
         reg.endpoints

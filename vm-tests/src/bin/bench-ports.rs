@@ -1,0 +1,192 @@
+//! Published ports and the *.localhost proxy, measured (driven by
+//! vm-tests/ports/bench.sh, which builds the topology):
+//!   bench-ports tcp SECS NAME=ADDR...      bulk TCP to a sink: 1 and 8 streams
+//!   bench-ports conns SECS NAME=ADDR...    connect, 1-byte echo, close; 8 at once
+//!   bench-ports http SECS NAME=ADDR@HOST...  GET with 64 keep-alive clients:
+//!                                           requests/s, p50, p99
+//! Every row is printed with its ratio to the first NAME (the direct path).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn targets(args: &[String]) -> Vec<(String, String)> {
+    args.iter()
+        .filter_map(|a| {
+            a.split_once('=')
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+async fn bulk(addr: SocketAddr, streams: usize, secs: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return 0u64;
+            };
+            let buf = vec![0u8; 256 * 1024];
+            let mut sent = 0u64;
+            while Instant::now() < deadline {
+                // A path that stalls ends the row instead of hanging it.
+                match tokio::time::timeout(Duration::from_secs(2), s.write(&buf)).await {
+                    Ok(Ok(n)) => sent += n as u64,
+                    _ => break,
+                }
+            }
+            sent
+        }));
+    }
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    total as f64 * 8.0 / secs / 1e9
+}
+
+async fn conns(addr: SocketAddr, secs: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let Ok(mut s) = TcpStream::connect(addr).await else {
+                    continue;
+                };
+                let mut b = [0u8; 1];
+                if s.write_all(b"x").await.is_ok() && s.read_exact(&mut b).await.is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    total as f64 / secs
+}
+
+async fn http(addr: SocketAddr, host: String, secs: f64) -> (f64, Duration, Duration) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let Ok(s) = TcpStream::connect(addr).await else {
+                return lat;
+            };
+            let _ = s.set_nodelay(true);
+            let Ok((mut tx, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await
+            else {
+                return lat;
+            };
+            tokio::spawn(conn);
+            while Instant::now() < deadline {
+                let req = hyper::Request::get("/hello")
+                    .header("host", &host)
+                    .body(Empty::<Bytes>::new())
+                    .expect("static request");
+                let t = Instant::now();
+                let Ok(resp) = tx.send_request(req).await else {
+                    break;
+                };
+                if resp.into_body().collect().await.is_err() {
+                    break;
+                }
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    (all.len() as f64 / secs, pct(0.5), pct(0.99))
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).cloned().unwrap_or_default();
+    let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let rows = targets(args.get(3..).unwrap_or_default());
+    if rows.is_empty() {
+        eprintln!("usage: bench-ports tcp|conns|http SECS NAME=ADDR[@HOST]...");
+        std::process::exit(2);
+    }
+    let addr = |v: &str| -> SocketAddr {
+        v.split('@')
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or_else(|e| {
+                eprintln!("{v}: {e}");
+                std::process::exit(2)
+            })
+    };
+    match mode.as_str() {
+        "tcp" => {
+            for streams in [1, 8] {
+                let mut base = None;
+                for (name, v) in &rows {
+                    let g = bulk(addr(v), streams, secs).await;
+                    let b = *base.get_or_insert(g);
+                    println!(
+                        "tcp {streams} stream(s)  {name:<14} {g:7.2} Gbit/s  {:5.0}% of {}",
+                        100.0 * g / b,
+                        rows[0].0
+                    );
+                }
+            }
+        }
+        "conns" => {
+            let mut base = None;
+            for (name, v) in &rows {
+                let c = conns(addr(v), secs).await;
+                let b = *base.get_or_insert(c);
+                println!(
+                    "connections/s (8 at once)  {name:<14} {c:9.0}  {:5.0}% of {}",
+                    100.0 * c / b,
+                    rows[0].0
+                );
+            }
+        }
+        "http" => {
+            let mut base = None;
+            for (name, v) in &rows {
+                let host = v
+                    .split_once('@')
+                    .map(|(_, h)| h.to_string())
+                    .unwrap_or_default();
+                let (rps, p50, p99) = http(addr(v), host, secs).await;
+                let b = *base.get_or_insert(rps);
+                println!(
+                    "http 64 keep-alive clients  {name:<14} {rps:9.0} req/s  p50 {:7.3} ms  p99 {:7.3} ms  {:5.0}% of {}",
+                    p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3, 100.0 * rps / b, rows[0].0
+                );
+            }
+        }
+        other => {
+            eprintln!("unknown mode {other:?}");
+            std::process::exit(2);
+        }
+    }
+}
