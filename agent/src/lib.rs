@@ -26,5 +26,6 @@ pub mod privileges;
 pub mod render;
 pub mod service;
 pub mod state;
+pub mod workers;
 
 pub use error::{Error, Result};

@@ -99,9 +99,20 @@ pub fn with_docker<K: Kernel>(
         routes::GET_DOCKER,
         get(get_docker::<K>).delete(unregister_docker::<K>),
     );
+    let r = on(r, routes::LIST_LABELLED, get(list_labelled::<K>));
     r.fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { svc, docker })
+}
+
+/// Containers labelled conductor.network=NET (empty without Docker).
+async fn list_labelled<K: Kernel>(State(state): State<AppState<K>>) -> Answer {
+    let all = state
+        .docker
+        .as_ref()
+        .map(|d| d.labelled().all())
+        .unwrap_or_default();
+    json(StatusCode::OK, &all)
 }
 
 fn docker_of<K: Kernel>(state: &AppState<K>) -> Result<Arc<DockerIntegration>, ApiError> {

@@ -13,6 +13,7 @@ mod network;
 mod preload;
 mod serve;
 mod status;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -65,6 +66,10 @@ pub enum Command {
     /// Send one raw request to the API and print the answer's body (exit by
     /// the HTTP error's class). For debugging and tests.
     Api(api::ApiArgs),
+    /// Workers: containers sharing a parent container's network namespace
+    /// (talks to Docker at DOCKER_HOST directly).
+    #[command(subcommand)]
+    Worker(worker::WorkerCmd),
 }
 
 /// What a command can fail with: the service's errors (local commands) or
@@ -75,6 +80,11 @@ pub enum CliError {
     Service(#[from] Error),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Worker(#[from] crate::workers::WorkerError),
+    /// A foreground worker (or exec) ended with this code; it becomes ours.
+    #[error("exited with status {0}")]
+    Exit(i32),
 }
 
 impl CliError {
@@ -82,6 +92,8 @@ impl CliError {
         match self {
             CliError::Service(e) => e.class(),
             CliError::Client(e) => e.class(),
+            CliError::Worker(e) => e.class(),
+            CliError::Exit(_) => ErrorClass::Internal,
         }
     }
 }
@@ -108,6 +120,7 @@ where
     };
     match run(cli) {
         Ok(()) => exit::OK,
+        Err(CliError::Exit(code)) => code,
         Err(e) => {
             eprintln!("conductor-netd: {e}");
             e.class().exit_code()
@@ -138,6 +151,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status => block_on(status::run(&client(), json)),
         Command::Docker(cmd) => block_on(docker::run(&client(), cmd, json)),
         Command::Api(args) => block_on(api::run(&client(), args)),
+        Command::Worker(cmd) => block_on(worker::run(cmd, json)),
     }
 }
 

@@ -225,6 +225,10 @@ async fn networking<K: Kernel>(
     };
     let services = Arc::new(crate::docker::DockerServices::new(dns, egress));
     let docker = crate::docker::DockerIntegration::new(svc.store(), services);
+    docker.add_observer(Arc::new(crate::docker::LabelAttach::new(
+        svc.clone(),
+        docker.labelled(),
+    )));
     let running = docker.clone();
     components.spawn("docker", move |stop| running.run(stop));
     docker

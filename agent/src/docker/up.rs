@@ -332,10 +332,18 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
         started_netd: None,
         docker_rules: None,
     };
+    // A netd that already runs follows this engine even when Docker needs
+    // neither names nor egress from it: containers labelled
+    // conductor.network=NET are attached by it (docker/labelled.rs).
+    let netd_needed = plan.netd_dns || plan.netd_egress;
+    let follow = netd_needed || Client::new(&req.netd_socket).status().await.is_ok();
     let started = async {
-        if plan.netd_dns || plan.netd_egress {
+        if netd_needed {
             record.netd_socket = Some(req.netd_socket.clone());
             record.started_netd = ensure_netd(&req, &plan.run_dir).await?;
+            record.save()?;
+        } else if follow {
+            record.netd_socket = Some(req.netd_socket.clone());
             record.save()?;
         }
         if !plan.mount_cgroups.is_empty() {
@@ -350,7 +358,7 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
         record.pid = Some(start_dockerd(&plan)?);
         record.save()?;
         wait_ready(&plan, record.pid).await?;
-        if plan.netd_dns || plan.netd_egress {
+        if follow {
             let client = Client::new(&req.netd_socket);
             client
                 .register_docker(&DockerEngineRequest {
