@@ -30,5 +30,6 @@ pub mod proxy;
 pub mod render;
 pub mod service;
 pub mod state;
+pub mod workers;
 
 pub use error::{Error, Result};

@@ -149,3 +149,69 @@ fn docker_up_refuses_bad_input_and_starts_nothing() {
     assert!(!dir.join("netd.sock").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `worker` commands: bad flags are refused before Docker is asked
+/// anything, and a missing or foreign DOCKER_HOST is named.
+#[test]
+fn worker_bad_input_without_docker() {
+    let missing =
+        std::env::temp_dir().join(format!("conductor-no-docker-{}.sock", std::process::id()));
+    let host = format!("unix://{}", missing.display());
+    let run = |args: &[&str], docker_host: &str| {
+        let out = netd()
+            .env("DOCKER_HOST", docker_host)
+            .args(args)
+            .output()
+            .expect("run conductor-netd");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &[
+                "worker", "spawn", "--parent", "p", "--memory", "12x", "--", "true",
+            ],
+            3,
+            "\"12x\"",
+        ),
+        (
+            &["worker", "spawn", "--parent", "p", "--cpus", "-1"],
+            3,
+            "\"-1\"",
+        ),
+        (
+            &["worker", "spawn", "--parent", "p", "-v", "/a:rel"],
+            3,
+            "\"/a:rel\"",
+        ),
+        (
+            &["worker", "run", "--parent", "p", "-e", "=x", "--", "true"],
+            3,
+            "\"=x\"",
+        ),
+        (
+            &["worker", "spawn", "--parent", "p", "--name", "a b"],
+            3,
+            "\"a b\"",
+        ),
+        (&["worker", "ls"], 7, missing.to_str().unwrap_or_default()),
+        (
+            &["worker", "spawn", "--parent", "p", "--", "true"],
+            7,
+            "does not exist",
+        ),
+    ];
+    for (args, code, text) in cases {
+        let (got, err) = run(args, &host);
+        assert_eq!(got, Some(*code), "{args:?}: {err}");
+        assert!(err.contains(text), "{args:?}: {err}");
+    }
+    let (got, err) = run(&["worker", "ls"], "tcp://127.0.0.1:2375");
+    assert_eq!(got, Some(8), "{err}");
+    assert!(err.contains("tcp://127.0.0.1:2375"), "{err}");
+    // exec needs a command
+    let (got, _) = run(&["worker", "exec", "w1"], &host);
+    assert_eq!(got, Some(2));
+}

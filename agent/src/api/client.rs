@@ -101,6 +101,10 @@ impl Client {
             .await
     }
 
+    pub async fn labelled_containers(&self) -> Result<Vec<crate::api::types::LabelledContainer>> {
+        self.call(&routes::LIST_LABELLED, &[], None::<&()>).await
+    }
+
     pub async fn docker_engines(&self) -> Result<Vec<DockerEngineView>> {
         self.call(&routes::LIST_DOCKER, &[], None::<&()>).await
     }

@@ -134,9 +134,20 @@ pub fn with_parts<K: Kernel>(
         get(list_ports::<K>).post(add_port::<K>),
     );
     let r = on(r, routes::REMOVE_PORT, delete(remove_port::<K>));
+    let r = on(r, routes::LIST_LABELLED, get(list_labelled::<K>));
     r.fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { svc, docker, ports })
+}
+
+/// Containers labelled conductor.network=NET (empty without Docker).
+async fn list_labelled<K: Kernel>(State(state): State<AppState<K>>) -> Answer {
+    let all = state
+        .docker
+        .as_ref()
+        .map(|d| d.labelled().all())
+        .unwrap_or_default();
+    json(StatusCode::OK, &all)
 }
 
 fn docker_of<K: Kernel>(state: &AppState<K>) -> Result<Arc<DockerIntegration>, ApiError> {

@@ -209,11 +209,20 @@ pub const ALL: &[Route] = &[
     LIST_PORTS,
     ADD_PORT,
     REMOVE_PORT,
+    LIST_LABELLED,
 ];
 
 /// Statuses that any route may answer with besides its own (routing,
 /// transport and time-out errors).
 pub const COMMON_STATUSES: &[u16] = &[404, 405, 408, 413];
+
+// --- Containers attached by label (issue 11) ---
+
+pub const LIST_LABELLED: Route = Route {
+    method: "GET",
+    path: "/v1/labelled-containers",
+    statuses: &[200, 403],
+};
 
 /// The template of the route a concrete path belongs to (any method).
 pub fn template_of(path: &str) -> Option<&'static str> {

@@ -274,6 +274,25 @@ impl PortRequest {
     }
 }
 
+// --- Containers attached by label (issue 11) ---
+
+/// A container labelled `conductor.network=NET` and what netd did for it:
+/// `endpoint` and `address` when attached, `problem` when left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelledContainer {
+    /// The Docker engine (as `docker ls` names it).
+    pub engine: String,
+    pub id: String,
+    pub name: String,
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,25 @@ pub struct TargetArgs {
     /// The network namespace of a process.
     #[arg(long, group = "target", value_name = "PID")]
     pub pid: Option<i32>,
+    /// A running Docker container (name or id), found through Docker at
+    /// DOCKER_HOST: its namespace (SandboxKey, else /proc/PID/ns/net).
+    #[arg(long, group = "target", value_name = "NAME|ID")]
+    pub container: Option<String>,
+}
+
+impl TargetArgs {
+    /// The namespace path and pid the request names (a container resolved).
+    async fn resolve(self) -> Result<(Option<String>, Option<PathBuf>, Option<i32>)> {
+        let Some(name) = self.container else {
+            return Ok((self.netns, self.netns_path, self.pid));
+        };
+        let docker = crate::workers::connect_env().await?;
+        let c = crate::workers::container_netns(&docker, &name).await?;
+        Ok(match c.sandbox {
+            Some(path) => (None, Some(path), None),
+            None => (None, None, Some(c.pid)),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -51,15 +70,17 @@ pub struct DetachArgs {
 }
 
 pub async fn attach(client: &Client, args: AttachArgs, json: bool) -> Result<()> {
+    let network = network_segment(&args.network)?.to_string();
+    let (netns, netns_path, pid) = args.target.resolve().await?;
     let req = AttachRequest {
-        netns: args.target.netns,
-        netns_path: args.target.netns_path,
-        pid: args.target.pid,
+        netns,
+        netns_path,
+        pid,
         ifname: args.ifname,
         ip: args.ip,
         default_route: args.no_default_route.then_some(false),
     };
-    let r = client.attach(network_segment(&args.network)?, &req).await?;
+    let r = client.attach(&network, &req).await?;
     if json {
         return print_json(&r);
     }
@@ -68,13 +89,15 @@ pub async fn attach(client: &Client, args: AttachArgs, json: bool) -> Result<()>
 }
 
 pub async fn detach(client: &Client, args: DetachArgs, json: bool) -> Result<()> {
+    let network = network_segment(&args.network)?.to_string();
+    let (netns, netns_path, pid) = args.target.resolve().await?;
     let req = DetachRequest {
-        netns: args.target.netns,
-        netns_path: args.target.netns_path,
-        pid: args.target.pid,
+        netns,
+        netns_path,
+        pid,
         wait: args.no_wait.then_some(false),
     };
-    let r = client.detach(network_segment(&args.network)?, &req).await?;
+    let r = client.detach(&network, &req).await?;
     if json {
         return print_json(&r);
     }

@@ -15,6 +15,7 @@ mod ports;
 mod preload;
 mod serve;
 mod status;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -73,6 +74,10 @@ pub enum Command {
     /// Published ports, forwarded by netd in userspace.
     #[command(subcommand)]
     Port(ports::PortCmd),
+    /// Workers: containers sharing a parent container's network namespace
+    /// (talks to Docker at DOCKER_HOST directly).
+    #[command(subcommand)]
+    Worker(worker::WorkerCmd),
 }
 
 /// What a command can fail with: the service's errors (local commands) or
@@ -83,6 +88,11 @@ pub enum CliError {
     Service(#[from] Error),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Worker(#[from] crate::workers::WorkerError),
+    /// A foreground worker (or exec) ended with this code; it becomes ours.
+    #[error("exited with status {0}")]
+    Exit(i32),
 }
 
 impl CliError {
@@ -90,6 +100,8 @@ impl CliError {
         match self {
             CliError::Service(e) => e.class(),
             CliError::Client(e) => e.class(),
+            CliError::Worker(e) => e.class(),
+            CliError::Exit(_) => ErrorClass::Internal,
         }
     }
 }
@@ -116,6 +128,7 @@ where
     };
     match run(cli) {
         Ok(()) => exit::OK,
+        Err(CliError::Exit(code)) => code,
         Err(e) => {
             eprintln!("conductor-netd: {e}");
             e.class().exit_code()
@@ -148,6 +161,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Api(args) => block_on(api::run(&client(), args)),
         Command::Policy(cmd) => block_on(policy::run(&client(), cmd, json)),
         Command::Port(cmd) => block_on(ports::run(&client(), cmd, json)),
+        Command::Worker(cmd) => block_on(worker::run(cmd, json)),
     }
 }
 

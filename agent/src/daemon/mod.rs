@@ -248,6 +248,10 @@ async fn networking<K: Kernel>(
         crate::docker::DockerServices::new(dns, egress).with_policies(svc.policies().clone()),
     );
     let docker = crate::docker::DockerIntegration::new(svc.store(), services);
+    docker.add_observer(Arc::new(crate::docker::LabelAttach::new(
+        svc.clone(),
+        docker.labelled(),
+    )));
     let running = docker.clone();
     components.spawn("docker", move |stop| running.run(stop));
     docker

@@ -3,11 +3,13 @@
 //! serves (registry.rs) - one watcher per Docker daemon following its
 //! events (engine.rs, model.rs) - and what it does for them (services.rs):
 //! names on 127.0.0.11 inside every container (sandbox.rs opens the
-//! listener as the namespace appears) and egress for every bridge network.
+//! listener as the namespace appears) and egress for every bridge network;
+//! labelled.rs attaches containers labelled conductor.network=NET.
 
 mod cgroups;
 mod client;
 mod engine;
+mod labelled;
 mod links;
 pub mod model;
 mod observer;
@@ -19,6 +21,7 @@ mod services;
 mod up;
 
 pub use client::{connect, ping};
+pub use labelled::{LabelAttach, LabelledBoard, NETWORK_LABEL};
 pub use observer::{DockerObserver, Done};
 pub use plan::{engine_name, UpPlan, DEFAULT_SOCKET};
 pub use registry::{validate_engine_name, DockerIntegration};

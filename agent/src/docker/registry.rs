@@ -26,6 +26,7 @@ pub struct DockerIntegration {
     store: Arc<Store>,
     services: Arc<DockerServices>,
     observers: Observers,
+    labelled: super::labelled::LabelledBoard,
     engines: Mutex<HashMap<String, Running>>,
     /// Parent of every watcher's token; cancelled when the daemon stops.
     root: CancellationToken,
@@ -48,6 +49,7 @@ impl DockerIntegration {
             store,
             services,
             observers: Observers::default(),
+            labelled: Default::default(),
             engines: Mutex::default(),
             root: CancellationToken::new(),
         })
@@ -56,6 +58,11 @@ impl DockerIntegration {
     /// Follow Docker's containers and networks too (see `observer`).
     pub fn add_observer(&self, observer: Arc<dyn DockerObserver>) {
         self.observers.add(observer);
+    }
+
+    /// Containers attached by label (filled by `LabelAttach`).
+    pub fn labelled(&self) -> super::labelled::LabelledBoard {
+        self.labelled.clone()
     }
 
     fn engines(&self) -> MutexGuard<'_, HashMap<String, Running>> {

@@ -332,15 +332,19 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
         started_netd: None,
         docker_rules: None,
     };
-    // A netd that runs already follows the engine even when Docker does its
-    // own names and egress: published ports and the *.localhost proxy
-    // follow its containers.
-    let follow =
-        plan.netd_dns || plan.netd_egress || Client::new(&req.netd_socket).status().await.is_ok();
+    // A netd that already runs follows this engine even when Docker needs
+    // neither names nor egress from it: published ports and the
+    // *.localhost proxy follow its containers, and containers labelled
+    // conductor.network=NET are attached by it (docker/labelled.rs).
+    let netd_needed = plan.netd_dns || plan.netd_egress;
+    let follow = netd_needed || Client::new(&req.netd_socket).status().await.is_ok();
     let started = async {
-        if follow {
+        if netd_needed {
             record.netd_socket = Some(req.netd_socket.clone());
             record.started_netd = ensure_netd(&req, &plan.run_dir).await?;
+            record.save()?;
+        } else if follow {
+            record.netd_socket = Some(req.netd_socket.clone());
             record.save()?;
         }
         if !plan.mount_cgroups.is_empty() {
