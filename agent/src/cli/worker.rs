@@ -90,7 +90,8 @@ pub struct CommonSpawn {
     /// Environment K=V.
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     pub env: Vec<String>,
-    #[arg(long, value_name = "X")]
+    /// CPUs, e.g. 1.5 (a negative value is read, then refused by name).
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub cpus: Option<String>,
     /// Memory limit, e.g. 512m.
     #[arg(long, value_name = "SIZE")]
