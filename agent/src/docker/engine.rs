@@ -98,8 +98,11 @@ impl EngineWatch {
         self.teardown().await;
     }
 
-    /// One connection: subscribe first (so nothing between the listing and
-    /// the stream is missed), resynchronise, then apply events.
+    /// One connection: resynchronise, then apply events from a moment
+    /// before the listing on (bollard sends the events request only when
+    /// the stream is first polled: `since` replays what happened during the
+    /// listing, so a container started then is not missed; replays are
+    /// idempotent).
     async fn session(&self, stop: &CancellationToken) -> Result<()> {
         let docker = client::connect(&self.req.socket).await?;
         let version = docker.version().await.map_err(|e| {
@@ -110,8 +113,13 @@ impl EngineWatch {
             "type".to_string(),
             vec!["network".to_string(), "container".to_string()],
         );
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().saturating_sub(1))
+            .unwrap_or(0);
         let mut events = docker.events(Some(EventsOptions {
             filters: Some(filters),
+            since: Some(since.to_string()),
             ..Default::default()
         }));
         self.sync(&docker).await?;
