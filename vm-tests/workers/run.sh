@@ -86,7 +86,7 @@ start_netd() {
 
 up() { # up DOCKERD
     if ! CONDUCTOR_PRELOAD_PATH=$LIB "$NETD" --socket "$T/netd.sock" docker up --dockerd "$1" \
-        --docker-socket "$T/d.sock" --data-root "$T/data" > "$T/up.out" 2>&1; then
+        --docker-socket "$T/d.sock" --data-root "$T/data-${TAG:-bench-}" > "$T/up.out" 2>&1; then
         fail start "docker up: $(tail -3 "$T/up.out" | tr '\n' ' ')"
         return 1
     fi

@@ -38,6 +38,12 @@ struct Status {
     error: Option<String>,
 }
 
+/// How long one container inspection may take (dockerd answers in
+/// milliseconds; one stuck on a container must not stall the watcher).
+const INSPECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Containers inspected at once during a resynchronisation.
+const SYNC_CONCURRENCY: usize = 8;
+
 pub struct EngineWatch {
     req: DockerEngineRequest,
     services: Arc<DockerServices>,
@@ -203,9 +209,9 @@ impl EngineWatch {
         for id in gone {
             self.drop_container(&id).await;
         }
-        for id in &running {
-            self.refresh_container(docker, id).await;
-        }
+        futures::stream::iter(&running)
+            .for_each_concurrent(SYNC_CONCURRENCY, |id| self.refresh_container(docker, id))
+            .await;
         Ok(())
     }
 
@@ -249,9 +255,13 @@ impl EngineWatch {
     }
 
     async fn refresh_container(&self, docker: &Docker, id: &str) {
-        let inspected = docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await;
+        // Inside gVisor dockerd can hang inspecting a container it is
+        // removing: one such container must not hold up the others.
+        let inspect = docker.inspect_container(id, None::<InspectContainerOptions>);
+        let Ok(inspected) = tokio::time::timeout(INSPECT_TIMEOUT, inspect).await else {
+            tracing::warn!(engine = %self.req.name, container = id, timeout = ?INSPECT_TIMEOUT, "inspect container: no answer; skipped");
+            return;
+        };
         let container = match inspected {
             Ok(c) => DockerContainer::from_inspect(&c),
             Err(bollard::errors::Error::DockerResponseServerError {
