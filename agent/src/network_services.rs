@@ -54,6 +54,25 @@ pub fn endpoint_name(target: &Target) -> Option<String> {
     }
 }
 
+/// The sockets of a resolver on a bridge's gateway (UDP and TCP), bound
+/// off the async workers; shared with Docker's networks.
+pub async fn bind_gateway_resolver(
+    addr: SocketAddrV4,
+) -> Result<conductor_dns::ListenerSockets, String> {
+    tokio::task::spawn_blocking(move || {
+        conductor_dns::ListenerSockets::bind(
+            SocketAddr::V4(addr),
+            conductor_dns::BindOptions {
+                freebind: true,
+                udp_only: false,
+            },
+        )
+    })
+    .await
+    .map_err(|e| format!("binder: {e}"))?
+    .map_err(|e| e.to_string())
+}
+
 fn egress_spec(network: &Network, dns: Option<SocketAddrV4>) -> NetworkEgress {
     NetworkEgress {
         name: network.name.clone(),
@@ -103,19 +122,7 @@ impl NetworkServices {
         }
         let scope = scope(&network.name)?;
         let addr = SocketAddrV4::new(network.gateway, 53);
-        // Binding is a syscall on a fresh socket; keep it off the workers.
-        let bound = tokio::task::spawn_blocking(move || {
-            conductor_dns::ListenerSockets::bind(
-                SocketAddr::V4(addr),
-                conductor_dns::BindOptions {
-                    freebind: true,
-                    udp_only: false,
-                },
-            )
-        })
-        .await
-        .ok()?;
-        let sockets = match bound {
+        let sockets = match bind_gateway_resolver(addr).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(network = %network.name, %addr, error = %e, "no resolver on the gateway: names on this network are not served");

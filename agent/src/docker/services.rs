@@ -5,7 +5,7 @@
 //! tracked engine.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -282,18 +282,7 @@ impl DockerServices {
             return Some(*addr);
         }
         let addr = SocketAddrV4::new(net.gateway4?, 53);
-        let bound = tokio::task::spawn_blocking(move || {
-            conductor_dns::ListenerSockets::bind(
-                SocketAddr::V4(addr),
-                conductor_dns::BindOptions {
-                    freebind: true,
-                    udp_only: false,
-                },
-            )
-        })
-        .await
-        .ok()?;
-        let sockets = match bound {
+        let sockets = match crate::network_services::bind_gateway_resolver(addr).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(engine = %req.name, network = %net.name, error = %e, "no resolver on the gateway; DNS from this network is not redirected");
