@@ -233,6 +233,11 @@ impl Compiled {
                 rule: self.named(id),
             };
         }
+        self.preset_default()
+    }
+
+    /// What no rule decided: `locked` refuses, every other preset allows.
+    fn preset_default(&self) -> Verdict<'_> {
         match self.spec.preset {
             Preset::Locked => Verdict {
                 allow: false,
@@ -260,16 +265,7 @@ impl Compiled {
                 rule: self.named(id),
             };
         }
-        match self.spec.preset {
-            Preset::Locked => Verdict {
-                allow: false,
-                rule: &self.locked_name,
-            },
-            p => Verdict {
-                allow: true,
-                rule: p.as_str(),
-            },
-        }
+        self.preset_default()
     }
 
     /// Whether decisions can depend on a host name (else the transparent
