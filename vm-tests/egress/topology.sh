@@ -42,9 +42,28 @@ _ip_batch() {
     return $rc
 }
 
+# Forwarding in the sandbox starts off, as on a fresh machine: the rows that
+# check "nothing leaves without a backend" depend on it, and a dockerd that an
+# earlier suite ran in the same namespace leaves it on. topo_down restores it.
+FORWARDING_KEYS="net.ipv4.ip_forward net.ipv6.conf.all.forwarding"
+forwarding_off() {
+    local k
+    SAVED_FORWARDING=
+    for k in $FORWARDING_KEYS; do
+        SAVED_FORWARDING="$SAVED_FORWARDING $k=$(sysctl -n "$k" 2>/dev/null || echo 0)"
+        sysctl -qw "$k=0" 2>/dev/null
+    done
+}
+forwarding_restore() {
+    local kv
+    for kv in ${SAVED_FORWARDING:-}; do sysctl -qw "$kv" 2>/dev/null; done
+    SAVED_FORWARDING=
+}
+
 topo_up() {
     topo_names
     local f nodad=""
+    forwarding_off
     f=$(mktemp /tmp/egress-topo.XXXXXX)
     # The kernel runs DAD on IPv6 addresses (a second or more of "tentative");
     # gVisor refuses IFA_FLAGS, and has no DAD delay to skip.
@@ -108,5 +127,6 @@ topo_down() {
     done
     ip link del "$BR" 2>/dev/null
     ip link del "$UPLINK" 2>/dev/null
+    forwarding_restore
     return 0
 }
