@@ -8,6 +8,7 @@
 //! as the upstream's raw message, so additional sections are not relayed (a
 //! stub resolver inside a container does not use them).
 //!
+//! UDP sockets to the upstreams are reused ([`crate::upstream_sockets`]).
 //! The resolver's own cache is off: answers are cached in front of it
 //! ([`crate::cache`]), where a hit needs no future at all.
 
@@ -21,14 +22,14 @@ use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::TokioResolver;
+use hickory_resolver::Resolver;
 use tracing::debug;
 
 use crate::cache::{ForwardCache, Hit};
 use crate::config::ForwardConfig;
 use crate::error::{Error, Result};
+use crate::upstream_sockets::PooledRuntime;
 
 /// What forwarding produced.
 #[derive(Debug)]
@@ -45,7 +46,7 @@ pub(crate) enum Forwarded {
 }
 
 struct Upstream {
-    resolver: TokioResolver,
+    resolver: Resolver<PooledRuntime>,
     addrs: Vec<SocketAddr>,
 }
 
@@ -110,9 +111,9 @@ impl Forwarder {
         opts.try_tcp_on_error = true;
         // Queries of many containers share the upstream connections.
         opts.max_active_requests = 1024;
-        let resolver = TokioResolver::builder_with_config(
+        let resolver = Resolver::builder_with_config(
             ResolverConfig::from_name_servers(servers),
-            TokioRuntimeProvider::default(),
+            PooledRuntime::default(),
         )
         .with_options(opts)
         .build()

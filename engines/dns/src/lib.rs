@@ -28,6 +28,7 @@ mod scopes;
 mod stats;
 pub mod stub;
 mod threads;
+mod upstream_sockets;
 
 pub use config::{EngineConfig, ForwardConfig, Limits, DOCKER_TTL};
 pub use engine::Engine;
