@@ -190,6 +190,20 @@ docker_rows() {
     expect docker-proxy-websocket "$("$TGT" ws ws://8080.web.localhost:18000/ws)" ws-echo:one,two,three
     expect docker-proxy-sse-streamed "$("$TGT" stream http://8080.web.localhost:18000/stream)" streamed
     browser docker-browser "http://8080.web.localhost:18000/"
+    # A worker in web's namespace has no address of its own: its name is
+    # routed (proxy and published port) to web's address.
+    d run -d --name ${P}wk --network container:web pt /bin/ports-target serve 0.0.0.0:8081 \
+        >/dev/null 2>"$T/wk.err" || fail docker-worker-run "$(cat "$T/wk.err")"
+    out=""
+    for _ in $(seq 1 50); do
+        out=$(get "http://8081.${P}wk.localhost:18000/hello"); [ "$out" = hello-from-target ] && break; sleep 0.1
+    done
+    expect docker-proxy-worker-by-name "$out" hello-from-target
+    expect docker-proxy-worker-websocket "$("$TGT" ws "ws://8081.${P}wk.localhost:18000/ws")" ws-echo:one,two,three
+    out=$(n port add --container ${P}wk 18082:8081 2>&1)
+    expect docker-port-worker "$(get http://127.0.0.1:18082/hello)" hello-from-target
+    n port rm 127.0.0.1:18082 >/dev/null 2>&1 || fail docker-port-worker-rm "$out"
+    d rm -f ${P}wk >/dev/null 2>&1
     # Restarted with a new address: a squatter takes the old one meanwhile.
     d stop -t 1 web >/dev/null
     d run -d --name squat --network ${P}net --ip "$ip1" pt /bin/sleep 600 >/dev/null

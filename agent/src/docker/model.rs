@@ -119,6 +119,9 @@ pub struct DockerContainer {
     pub labels: BTreeMap<String, String>,
     /// TCP ports the image or `--expose` declares (`8080/tcp` -> 8080).
     pub exposed_tcp: Vec<u16>,
+    /// `--network=container:X`: the container whose network namespace it
+    /// shares, as Docker recorded it (an id, or the name it was given).
+    pub shares_network_of: Option<String>,
 }
 
 impl DockerContainer {
@@ -185,6 +188,13 @@ impl DockerContainer {
                 .flatten()
                 .filter_map(|p| p.strip_suffix("/tcp").and_then(|n| n.parse().ok()))
                 .collect(),
+            shares_network_of: c
+                .host_config
+                .as_ref()
+                .and_then(|h| h.network_mode.as_deref())
+                .and_then(|m| m.strip_prefix("container:"))
+                .filter(|parent| !parent.is_empty())
+                .map(str::to_string),
         })
     }
 }
@@ -227,5 +237,16 @@ mod tests {
         let ep = &c.endpoints["0123456789abcdef0123"];
         assert_eq!(ep.ipv4, Some("172.18.0.2".parse().unwrap()));
         assert_eq!(ep.aliases, ["www", "c0ffee"]);
+        assert_eq!(c.shares_network_of, None);
+
+        let worker: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "Id": "beef", "Name": "/w1", "State": {"Running": true, "Pid": 43},
+            "HostConfig": {"NetworkMode": "container:c0ffee"},
+            "NetworkSettings": {"SandboxKey": "", "Networks": {}}
+        }))
+        .unwrap();
+        let worker = DockerContainer::from_inspect(&worker).unwrap();
+        assert_eq!(worker.shares_network_of.as_deref(), Some("c0ffee"));
+        assert!(worker.endpoints.is_empty());
     }
 }

@@ -28,9 +28,35 @@ pub trait EndpointAddresses: Send + Sync + 'static {
 /// A running container as ports see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerAddr {
+    pub id: String,
     pub ip: Option<IpAddr>,
     /// Ports its image exposes (`EXPOSE`, `--expose`).
     pub exposed: Vec<u16>,
+    /// A worker's parent (`--network=container:X`, X an id or a name): the
+    /// worker has no address of its own and is reached at the parent's.
+    pub shares_network_of: Option<String>,
+}
+
+/// Hops followed from a worker to the container that owns the namespace
+/// (Docker resolves chains to the owner, so one is the norm).
+const MAX_SHARE_HOPS: usize = 4;
+
+/// A container's address, or for a worker its parent's (by name, id or id
+/// prefix as Docker recorded it).
+fn container_address(containers: &HashMap<String, ContainerAddr>, name: &str) -> Option<IpAddr> {
+    let mut current = containers.get(name)?;
+    for _ in 0..MAX_SHARE_HOPS {
+        if current.ip.is_some() {
+            return current.ip;
+        }
+        let parent = current.shares_network_of.as_deref()?;
+        current = containers.get(parent).or_else(|| {
+            containers
+                .values()
+                .find(|c| !c.id.is_empty() && c.id.starts_with(parent))
+        })?;
+    }
+    current.ip
 }
 
 /// A published port as listed.
@@ -194,7 +220,7 @@ impl Ports {
     /// The target's address now.
     pub fn address(&self, target: &PortTarget) -> Option<IpAddr> {
         match target {
-            PortTarget::Container(n) => self.containers_read().get(n).and_then(|c| c.ip),
+            PortTarget::Container(n) => container_address(&self.containers_read(), n),
             other => self.endpoints.address(other),
         }
     }

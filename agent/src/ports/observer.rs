@@ -21,8 +21,10 @@ fn addr_of(c: &DockerContainer) -> ContainerAddr {
         .find_map(|e| e.ipv4.map(IpAddr::V4))
         .or_else(|| c.endpoints.values().find_map(|e| e.ipv6.map(IpAddr::V6)));
     ContainerAddr {
+        id: c.id.clone(),
         ip,
         exposed: c.exposed_tcp.clone(),
+        shares_network_of: c.shares_network_of.clone(),
     }
 }
 

@@ -140,3 +140,46 @@ async fn tcp_and_udp_are_forwarded_and_bad_input_leaves_nothing() {
     let _ = SocketAddr::from(([127, 0, 0, 1], 0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_worker_is_reached_at_its_parents_address() {
+    let (ports, dir) = ports("ports-worker");
+    let parent_ip: IpAddr = "172.18.0.2".parse().unwrap();
+    {
+        let mut containers = ports.containers.write().unwrap();
+        let mut add = |name: &str, id: &str, ip: Option<IpAddr>, parent: Option<&str>| {
+            containers.insert(
+                name.to_string(),
+                ContainerAddr {
+                    id: id.to_string(),
+                    ip,
+                    exposed: vec![],
+                    shares_network_of: parent.map(str::to_string),
+                },
+            );
+        };
+        add("parent", "c0ffee0123", Some(parent_ip), None);
+        // Docker records the parent as an id (from the API) or a name.
+        add("by-id", "beef01", None, Some("c0ffee0123"));
+        add("by-prefix", "beef02", None, Some("c0ffee"));
+        add("by-name", "beef03", None, Some("parent"));
+        add("orphan", "beef04", None, Some("gone"));
+        add("loop-a", "a1", None, Some("loop-b"));
+        add("loop-b", "b1", None, Some("loop-a"));
+    }
+    for worker in ["by-id", "by-prefix", "by-name"] {
+        assert_eq!(
+            ports.address(&PortTarget::Container(worker.into())),
+            Some(parent_ip),
+            "{worker}"
+        );
+    }
+    for none in ["orphan", "loop-a", "missing"] {
+        assert_eq!(
+            ports.address(&PortTarget::Container(none.into())),
+            None,
+            "{none}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
