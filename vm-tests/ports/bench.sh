@@ -2,7 +2,8 @@
 # Published ports and the *.localhost proxy, measured: bulk TCP (1 and 8
 # streams) and connections/s through netd vs docker-proxy (docker.io's
 # /usr/sbin/docker-proxy) vs the direct path, and the proxy's requests/s and
-# p50/p99 at 64 keep-alive clients vs a direct connection. Run as root:
+# p50/p99 at 64 keep-alive clients and WebSocket round trips (p50/p99) vs a
+# direct connection. Run as root:
 #   vm-tests/ports/bench.sh kernel|gvisor [SECONDS]
 # Builds its own topology (a netd, a network, a namespace endpoint serving
 # a sink, an echo and HTTP) in a private net+mount namespace, or in gVisor.
@@ -68,6 +69,7 @@ echo "== $ENVNAME: published ports ($SECS s per row; netd $NETD) =="
 "$BIN/bench-ports" conns "$SECS" direct=$IP:5002 netd=127.0.0.1:15002 docker-proxy=127.0.0.1:16002
 echo "== $ENVNAME: *.localhost proxy =="
 "$BIN/bench-ports" http "$SECS" "direct=$IP:8080@$IP:8080" "proxy=127.0.0.1:18000@8080.bpsrv.localhost:18000"
+"$BIN/bench-ports" ws "$SECS" "direct=$IP:8080@$IP:8080" "proxy=127.0.0.1:18000@8080.bpsrv.localhost:18000"
 echo "== $ENVNAME: netd's relay with a buffered copy instead of splice =="
 kill "$NETD_PID"; wait "$NETD_PID" 2>/dev/null
 start_netd CONDUCTOR_NETD_PORTS_COPY=buffered

@@ -4,16 +4,20 @@
 //!   bench-ports conns SECS NAME=ADDR...    connect, 1-byte echo, close; 8 at once
 //!   bench-ports http SECS NAME=ADDR@HOST...  GET with 64 keep-alive clients:
 //!                                           requests/s, p50, p99
+//!   bench-ports ws SECS NAME=ADDR@HOST...    WebSocket message round trips
+//!                                           (one client, 64-byte text): p50, p99
 //! Every row is printed with its ratio to the first NAME (the direct path).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 fn targets(args: &[String]) -> Vec<(String, String)> {
     args.iter()
@@ -122,6 +126,42 @@ async fn http(addr: SocketAddr, host: String, secs: f64) -> (f64, Duration, Dura
     (all.len() as f64 / secs, pct(0.5), pct(0.99))
 }
 
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// One WebSocket client (`ws://HOST/ws`, connected to ADDR) sending a message
+/// and waiting for its echo, again and again: the round trips.
+async fn ws(addr: SocketAddr, host: String, secs: f64) -> Result<Vec<Duration>, String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut socket, _) = tokio_tungstenite::client_async(format!("ws://{host}/ws"), tcp)
+        .await
+        .map_err(|e| format!("ws://{host}/ws: {e}"))?;
+    let payload = "x".repeat(64);
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut rtts = Vec::new();
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        socket
+            .send(Message::text(payload.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        match socket.next().await {
+            Some(Ok(Message::Text(_))) => rtts.push(t.elapsed()),
+            other => return Err(format!("unexpected reply {other:?}")),
+        }
+    }
+    let _ = socket.close(None).await;
+    rtts.sort();
+    Ok(rtts)
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -129,7 +169,7 @@ async fn main() {
     let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let rows = targets(args.get(3..).unwrap_or_default());
     if rows.is_empty() {
-        eprintln!("usage: bench-ports tcp|conns|http SECS NAME=ADDR[@HOST]...");
+        eprintln!("usage: bench-ports tcp|conns|http|ws SECS NAME=ADDR[@HOST]...");
         std::process::exit(2);
     }
     let addr = |v: &str| -> SocketAddr {
@@ -182,6 +222,31 @@ async fn main() {
                     "http 64 keep-alive clients  {name:<14} {rps:9.0} req/s  p50 {:7.3} ms  p99 {:7.3} ms  {:5.0}% of {}",
                     p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3, 100.0 * rps / b, rows[0].0
                 );
+            }
+        }
+        "ws" => {
+            let mut base = None;
+            for (name, v) in &rows {
+                let host = v
+                    .split_once('@')
+                    .map(|(_, h)| h.to_string())
+                    .unwrap_or_default();
+                match ws(addr(v), host, secs).await {
+                    Ok(rtts) => {
+                        let p50 = percentile(&rtts, 0.5);
+                        let p99 = percentile(&rtts, 0.99);
+                        let b = *base.get_or_insert(p50);
+                        println!(
+                            "websocket round trip  {name:<14} {:8} msgs  p50 {:7.3} ms  p99 {:7.3} ms  p50 {:4.2}x of {}",
+                            rtts.len(),
+                            p50.as_secs_f64() * 1e3,
+                            p99.as_secs_f64() * 1e3,
+                            p50.as_secs_f64() / b.as_secs_f64().max(1e-9),
+                            rows[0].0
+                        );
+                    }
+                    Err(e) => println!("websocket round trip  {name:<14} failed: {e}"),
+                }
             }
         }
         other => {
