@@ -145,6 +145,50 @@ workers_rows() {
     d rm -f ${P}holder ${P}srv >/dev/null 2>&1
 }
 
+# Parent restarts: `docker restart`, then removed and created again under its
+# name. Each worker asks the parent's localhost service from its start (a
+# re-created worker runs its command again), so its logs show whether the
+# worker it is now reaches the parent.
+ASK='for i in $(seq 1 50); do wget -q -O- http://127.0.0.1:8080/ && break; sleep 0.2; done; echo "asked $WNAME"; sleep 600 & trap "kill \$! 2>/dev/null; exit 0" TERM; wait'
+restart_rows() {
+    d run -d --name ${P}rpar bb httpd -f -p 127.0.0.1:8080 -h /www >/dev/null
+    local i
+    for i in 1 2 3; do
+        w worker spawn --parent ${P}rpar --detach --name ${P}r$i -e WNAME=r$i -- sh -c "$ASK" >/dev/null 2>"$T/spawn.err" \
+            || fail restart-spawn "$(cat "$T/spawn.err")"
+    done
+    reached() { # reached ROW: every worker is a new container whose logs show the parent's page
+        local row=$1 start=$SECONDS got="" i id
+        for _ in $(seq 1 600); do
+            got=""
+            for i in 1 2 3; do
+                id=$(d inspect -f '{{.Id}}' ${P}r$i 2>/dev/null)
+                if [ -n "$id" ] && [ "$id" != "$(eval echo \${OLD$i:-})" ] \
+                    && d logs ${P}r$i 2>&1 | grep -q hello-from-parent; then got="${got}r$i "; fi
+            done
+            [ "$got" = "r1 r2 r3 " ] && break
+            sleep 0.1
+        done
+        expect "$row" "$got" "r1 r2 r3 "
+        echo "  $row: workers reach the parent again $((SECONDS - start)) s after it started"
+    }
+    OLD1=""; OLD2=""; OLD3=""
+    reached restart-workers-reach-parent
+    for i in 1 2 3; do eval "OLD$i=\$(d inspect -f '{{.Id}}' ${P}r$i)"; done
+    d restart -t 1 ${P}rpar >/dev/null
+    reached restart-after-docker-restart
+    expect restart-count-after-docker-restart "$(w worker count --parent ${P}rpar)" 3
+    for i in 1 2 3; do eval "OLD$i=\$(d inspect -f '{{.Id}}' ${P}r$i)"; done
+    d rm -f ${P}rpar >/dev/null
+    d run -d --name ${P}rpar bb httpd -f -p 127.0.0.1:8080 -h /www >/dev/null
+    reached restart-after-parent-recreated
+    expect restart-count-after-recreate "$(w worker count --parent ${P}rpar)" 3
+    local aside=1
+    for _ in $(seq 1 100); do aside=$(d ps -a --format '{{.Names}}' | grep -c -- '-old-'); [ "$aside" = 0 ] && break; sleep 0.1; done
+    expect restart-nothing-left-aside "$aside" 0
+    d rm -f ${P}r1 ${P}r2 ${P}r3 ${P}rpar >/dev/null 2>&1
+}
+
 run_rows() {
     local out err code
     out=$(echo piped-in | w worker run --parent ${P}par -i -- cat)
@@ -269,6 +313,7 @@ suite() { # suite LABEL DOCKERD FULL
     if [ ! -x "$2" ]; then fail start "$2 is not installed (scripts/install-deps.sh)"; return; fi
     up "$2" || return
     workers_rows
+    restart_rows
     run_rows
     [ "$3" = full ] && bad_inputs
     [ "$3" = full ] && network_rows

@@ -252,6 +252,7 @@ async fn networking<K: Kernel>(
         svc.clone(),
         docker.labelled(),
     )));
+    docker.add_observer(Arc::new(crate::workers::ParentFollower::default()));
     let running = docker.clone();
     components.spawn("docker", move |stop| running.run(stop));
     docker

@@ -8,11 +8,13 @@
 //! Parts: container.rs (a container's netns for `attach --container`), connect.rs (DOCKER_HOST, socket checks, version negotiation),
 //! spec.rs (parsing flags), spawn.rs (creating workers and parents),
 //! query.rs (listing, stopping, status), run.rs (foreground run, logs,
-//! exec), io.rs (streams, stdin, terminal), model.rs (what is shown).
+//! exec), io.rs (streams, stdin, terminal), model.rs (what is shown),
+//! follow.rs (in netd: workers re-created when their parent restarts).
 
 mod connect;
 mod container;
 mod error;
+mod follow;
 mod io;
 mod model;
 mod query;
@@ -23,6 +25,7 @@ mod spec;
 pub use connect::{connect, connect_env, socket_from};
 pub use container::{container_netns, ContainerNetns};
 pub use error::{Result, WorkerError};
+pub use follow::{ParentFollower, PARENT_NAME_LABEL, RESTART_LABEL, RESTART_RECREATE};
 pub use model::{
     status_text, workers_table, ParentStatus, WorkerInfo, WorkerStatus, PARENT_LABEL, ROLE_LABEL,
     ROLE_PARENT, ROLE_WORKER,

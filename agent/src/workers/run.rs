@@ -21,7 +21,7 @@ use super::spawn::{create_worker, remove, WorkerSpec};
 /// command cannot be executed, as docker's).
 pub async fn run(docker: &Docker, spec: &WorkerSpec) -> Result<i32> {
     // Removed by us, not by Docker: the exit code must be read first.
-    let created = create_worker(docker, spec, false).await?;
+    let created = create_worker(docker, spec, false, false).await?;
     let id = created.id.clone();
     let code = run_created(docker, spec, &id).await;
     if !spec.keep {

@@ -10,6 +10,7 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOp
 use bollard::Docker;
 
 use super::error::{command_failure, status_of, Result, WorkerError};
+use super::follow::{PARENT_NAME_LABEL, RESTART_LABEL, RESTART_RECREATE};
 use super::model::{PARENT_LABEL, ROLE_LABEL, ROLE_PARENT, ROLE_WORKER};
 use super::spec::{validate_name, Volume};
 use crate::docker::NETWORK_LABEL;
@@ -90,10 +91,13 @@ fn generated_name(parent_name: &str) -> String {
 
 /// Create (do not start) a worker of a running parent. `auto_remove`: let
 /// Docker remove it when it exits (detached workers without --keep).
+/// `follow_parent`: netd re-creates it when its parent restarts
+/// (follow.rs; detached workers - a foreground one ends with its command).
 pub async fn create_worker(
     docker: &Docker,
     spec: &WorkerSpec,
     auto_remove: bool,
+    follow_parent: bool,
 ) -> Result<Created> {
     if let Some(n) = &spec.name {
         validate_name(n)?;
@@ -117,10 +121,14 @@ pub async fn create_worker(
         .name
         .clone()
         .unwrap_or_else(|| generated_name(&parent_name));
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (ROLE_LABEL.to_string(), ROLE_WORKER.to_string()),
         (PARENT_LABEL.to_string(), parent_id.clone()),
+        (PARENT_NAME_LABEL.to_string(), parent_name.clone()),
     ]);
+    if follow_parent {
+        labels.insert(RESTART_LABEL.into(), RESTART_RECREATE.into());
+    }
     let body = ContainerCreateBody {
         image: Some(image.clone()),
         cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
@@ -189,7 +197,7 @@ pub async fn remove(docker: &Docker, id: &str) {
 
 /// A detached worker: created and started.
 pub async fn spawn_detached(docker: &Docker, spec: &WorkerSpec) -> Result<Created> {
-    let created = create_worker(docker, spec, !spec.keep).await?;
+    let created = create_worker(docker, spec, !spec.keep, true).await?;
     start(docker, &created.id, &created.name, &spec.cmd).await?;
     Ok(created)
 }
