@@ -167,9 +167,12 @@ impl Netns {
             .filesystem_type();
         let nsfs = fstype == nix::sys::statfs::NSFS_MAGIC;
         if !nsfs && fstype != PROC_SUPER_MAGIC && ns.name.is_some() {
-            // A plain file under /run/netns whose mount went away: the
-            // namespace is gone.
-            return Err(Error::os("open", object, Errno::ENOENT));
+            // A plain file under /run/netns: `ip netns add` has made it and
+            // not yet bound the namespace onto it, or `ip netns delete` has
+            // unmounted it and not yet removed it. Busy, as the kernel's
+            // EACCES for a daemon without CAP_DAC_OVERRIDE says (the file is
+            // mode 0); gVisor lets root open it.
+            return Err(Error::os("open", object, Errno::EBUSY));
         }
         let network = match crate::sys::namespace_type(ns.file.as_fd()) {
             Ok(kind) => kind == libc::CLONE_NEWNET,

@@ -145,6 +145,44 @@ fn spawn_env(env: Env, filter: Option<&str>) -> Result<(Tally, bool), String> {
     Ok((tally, status.success()))
 }
 
+/// `runsc do` makes its command the sandbox's pid 1, and orphans (Docker's
+/// shims and proxies after `docker down`) are reparented to pid 1: left
+/// unreaped they stay as zombies, which the suites' "nothing left" rows
+/// count. So pid 1 only reaps, and runs the suites in a child.
+fn run_as_init() -> ExitCode {
+    use nix::errno::Errno;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let me = match std::env::current_exe() {
+        Ok(me) => me,
+        Err(e) => {
+            println!("FAIL init: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let suites = match Command::new(me).args(std::env::args_os().skip(1)).spawn() {
+        Ok(child) => child.id() as i32,
+        Err(e) => {
+            println!("FAIL init: start the suites: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() == suites => {
+                return ExitCode::from(u8::try_from(code).unwrap_or(1));
+            }
+            Ok(WaitStatus::Signaled(pid, _, _)) if pid.as_raw() == suites => {
+                return ExitCode::FAILURE;
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                println!("FAIL init: wait: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+}
+
 fn tempdir(tag: &str) -> Result<PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("vm-tests-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -153,6 +191,9 @@ fn tempdir(tag: &str) -> Result<PathBuf, String> {
 
 /// Run inside the environment: Rust suites, then the scripted suites.
 fn inner(env: Env, filter: Option<&str>) -> ExitCode {
+    if std::process::id() == 1 {
+        return run_as_init();
+    }
     if env == Env::Kernel {
         if let Err(e) =
             isolation::enter_private_namespaces().and_then(|()| isolation::loopback_up())

@@ -143,14 +143,21 @@ pub fn open_target(target: &Target) -> Result<Netns> {
         Target::Pid(p) => Netns::open_pid(*p),
     };
     opened.map_err(|e| {
-        if matches!(e.errno(), Some(Errno::EACCES | Errno::EPERM)) {
-            // A file the daemon may not open: under /run/netns that is one
-            // being created or deleted (`ip netns add` makes it mode 0
-            // before it binds the namespace onto it).
+        let errno = e.errno();
+        if matches!(errno, Some(Errno::EACCES | Errno::EPERM | Errno::EBUSY)) {
+            // A file the daemon may not open, or one that is not a namespace
+            // yet: under /run/netns that is one being created or deleted
+            // (`ip netns add` makes it mode 0 before it binds the namespace
+            // onto it).
             match target {
                 Target::Netns(n) => Error::Conflict(format!(
-                    "netns {n:?} cannot be opened yet (permission denied): it is being \
-                     created or deleted, or its file under {} is not a namespace",
+                    "netns {n:?} cannot be opened yet ({}): it is being created or \
+                     deleted, or its file under {} is not a namespace",
+                    if errno == Some(Errno::EBUSY) {
+                        "not a namespace file yet"
+                    } else {
+                        "permission denied"
+                    },
                     netns::NETNS_RUN_DIR
                 )),
                 Target::NetnsPath(p) => Error::invalid(
