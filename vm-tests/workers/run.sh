@@ -159,7 +159,7 @@ restart_rows() {
     done
     reached() { # reached ROW: every worker is a new container whose logs show the parent's page
         local row=$1 start=$SECONDS got="" i id
-        for _ in $(seq 1 600); do
+        while [ $((SECONDS - start)) -lt 90 ]; do
             got=""
             for i in 1 2 3; do
                 id=$(d inspect -f '{{.Id}}' ${P}r$i 2>/dev/null)
@@ -172,11 +172,17 @@ restart_rows() {
         expect "$row" "$got" "r1 r2 r3 "
         echo "  $row: workers reach the parent again $((SECONDS - start)) s after it started"
     }
+    asides_gone() { # the replaced workers (renamed *-old-*) are removed soon after: how many are left
+        local until=$((SECONDS + 60)) aside=0
+        while [ $SECONDS -lt $until ]; do aside=$(d ps -a --format '{{.Names}}' | grep -c -- '-old-'); [ "$aside" = 0 ] && break; sleep 0.2; done
+        echo "$aside"
+    }
     OLD1=""; OLD2=""; OLD3=""
     reached restart-workers-reach-parent
     for i in 1 2 3; do eval "OLD$i=\$(d inspect -f '{{.Id}}' ${P}r$i)"; done
     d restart -t 1 ${P}rpar >/dev/null
     reached restart-after-docker-restart
+    asides_gone >/dev/null
     expect restart-count-after-docker-restart "$(w worker count --parent ${P}rpar)" 3
     for i in 1 2 3; do eval "OLD$i=\$(d inspect -f '{{.Id}}' ${P}r$i)"; done
     d rm -f ${P}rpar >/dev/null
@@ -184,9 +190,8 @@ restart_rows() {
     reached restart-after-parent-recreated
     expect restart-count-after-recreate "$(w worker count --parent ${P}rpar)" 3
     local aside=1
-    for _ in $(seq 1 100); do aside=$(d ps -a --format '{{.Names}}' | grep -c -- '-old-'); [ "$aside" = 0 ] && break; sleep 0.1; done
-    expect restart-nothing-left-aside "$aside" 0
-    d rm -f ${P}r1 ${P}r2 ${P}r3 ${P}rpar >/dev/null 2>&1
+    expect restart-nothing-left-aside "$(asides_gone)" 0
+    d rm -f ${P}r1 ${P}r2 ${P}r3 ${P}rpar $(d ps -aq --filter name=-old-) >/dev/null 2>&1
 }
 
 run_rows() {

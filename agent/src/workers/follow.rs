@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RenameContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use time::format_description::well_known::Rfc3339;
@@ -255,7 +256,10 @@ async fn recreate(
     for attempt in 1..=START_ATTEMPTS {
         match timed("start", docker.start_container(&created.id, None)).await {
             Ok(()) => {
-                remove(docker, &old_id).await;
+                // Not awaited: the next worker must not wait for this one's
+                // removal (inside gVisor, killing a container whose shell has
+                // children can hang for minutes).
+                tokio::spawn(retire(docker.clone(), old_id));
                 return Ok(created.id);
             }
             Err(e) => last = e,
@@ -269,6 +273,36 @@ async fn recreate(
     )
     .await;
     Err(last)
+}
+
+/// Seconds a replaced worker gets to exit on SIGTERM before it is killed.
+const RETIRE_GRACE_SECS: i32 = 3;
+
+/// The replaced worker: stopped (a clean exit on TERM avoids gVisor's hang
+/// on SIGKILL of a container with several processes), then removed.
+async fn retire(docker: Docker, id: String) {
+    let stop = StopContainerOptionsBuilder::new()
+        .t(RETIRE_GRACE_SECS)
+        .build();
+    if let Err(e) = timed(
+        "stop the replaced worker",
+        docker.stop_container(&id, Some(stop)),
+    )
+    .await
+    {
+        tracing::debug!(container = %id, error = %e, "replaced worker not stopped; removing it");
+    }
+    let rm = RemoveContainerOptionsBuilder::new().force(true).build();
+    match timed(
+        "remove the replaced worker",
+        docker.remove_container(&id, Some(rm)),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(e) if e.contains("404") || e.contains("No such container") => {}
+        Err(e) => tracing::warn!(container = %id, error = %e, "replaced worker not removed"),
+    }
 }
 
 #[cfg(test)]
