@@ -172,9 +172,9 @@ restart_rows() {
         expect "$row" "$got" "r1 r2 r3 "
         echo "  $row: workers reach the parent again $((SECONDS - start)) s after it started"
     }
-    asides_gone() { # the replaced workers (renamed *-old-*) are removed soon after: how many are left
+    asides_gone() { # the replaced workers (renamed *-replaced-*) are removed soon after: how many are left
         local until=$((SECONDS + 60)) aside=0
-        while [ $SECONDS -lt $until ]; do aside=$(d ps -a --format '{{.Names}}' | grep -c -- '-old-'); [ "$aside" = 0 ] && break; sleep 0.2; done
+        while [ $SECONDS -lt $until ]; do aside=$(d ps -a --format '{{.Names}}' | grep -c -- '-replaced-'); [ "$aside" = 0 ] && break; sleep 0.2; done
         echo "$aside"
     }
     OLD1=""; OLD2=""; OLD3=""
@@ -191,7 +191,7 @@ restart_rows() {
     expect restart-count-after-recreate "$(w worker count --parent ${P}rpar)" 3
     local aside=1
     expect restart-nothing-left-aside "$(asides_gone)" 0
-    d rm -f ${P}r1 ${P}r2 ${P}r3 ${P}rpar $(d ps -aq --filter name=-old-) >/dev/null 2>&1
+    d rm -f ${P}r1 ${P}r2 ${P}r3 ${P}rpar $(d ps -aq --filter name=-replaced-) >/dev/null 2>&1
 }
 
 run_rows() {

@@ -41,6 +41,10 @@ pub const RESTART_RECREATE: &str = "recreate";
 /// created again under that name is still its parent.
 pub const PARENT_NAME_LABEL: &str = "conductor.parent-name";
 
+/// In the name of a worker being replaced (`NAME-replaced-<id prefix>`):
+/// never re-created itself.
+const REPLACED_MARK: &str = "-replaced-";
+
 /// One Docker request may take this long (dockerd in gVisor can hang on a
 /// container it is removing; the follower must not hang with it).
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,6 +140,10 @@ async fn follow(socket: PathBuf, id: &str, name: &str) -> Result<(), String> {
         .build();
     let mut listed = timed("list workers", docker.list_containers(Some(options))).await?;
     listed.retain(|w| {
+        let replaced = w.names.iter().flatten().any(|n| n.contains(REPLACED_MARK));
+        if replaced {
+            return false;
+        }
         let l = w.labels.as_ref();
         let get = |k: &str| l.and_then(|l| l.get(k)).map(String::as_str);
         get(PARENT_LABEL) == Some(id) || get(PARENT_NAME_LABEL) == Some(name)
@@ -218,9 +226,11 @@ fn recreated_body(
     }
 }
 
-/// The old worker is renamed aside, the new one created under its name and
-/// started, then the old one removed; on failure the old one gets its name
-/// back (it is no worse off than before).
+/// The old worker is renamed aside and stopped (it only has `lo`; a
+/// worker must never run twice), the new one created under its name and
+/// started, and the old one removed in the background (inside gVisor a
+/// removal can hang for minutes; the next worker must not wait for it). On
+/// failure the old one gets its name back and is started again.
 async fn recreate(
     docker: &Docker,
     worker: &ContainerInspectResponse,
@@ -230,7 +240,7 @@ async fn recreate(
 ) -> Result<String, String> {
     let old_id = worker.id.clone().unwrap_or_default();
     let aside = format!(
-        "{name}-old-{}",
+        "{name}{REPLACED_MARK}{}",
         &old_id.chars().take(12).collect::<String>()
     );
     let rename = |to: &str| RenameContainerOptionsBuilder::new().name(to).build();
@@ -239,59 +249,54 @@ async fn recreate(
         docker.rename_container(&old_id, rename(&aside)),
     )
     .await?;
+    let stop = StopContainerOptionsBuilder::new()
+        .t(RETIRE_GRACE_SECS)
+        .build();
+    if let Err(e) = timed(
+        "stop the old worker",
+        docker.stop_container(&old_id, Some(stop)),
+    )
+    .await
+    {
+        tracing::debug!(container = %old_id, error = %e, "old worker not stopped");
+    }
     let body = recreated_body(worker, parent_id, parent_name);
     let options = CreateContainerOptionsBuilder::new().name(name).build();
-    let created = match timed("create", docker.create_container(Some(options), body)).await {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = timed(
-                "rename back",
-                docker.rename_container(&old_id, rename(name)),
-            )
-            .await;
-            return Err(e);
-        }
-    };
     let mut last = String::new();
-    for attempt in 1..=START_ATTEMPTS {
-        match timed("start", docker.start_container(&created.id, None)).await {
-            Ok(()) => {
-                // Not awaited: the next worker must not wait for this one's
-                // removal (inside gVisor, killing a container whose shell has
-                // children can hang for minutes).
-                tokio::spawn(retire(docker.clone(), old_id));
-                return Ok(created.id);
+    match timed("create", docker.create_container(Some(options), body)).await {
+        Ok(created) => {
+            for attempt in 1..=START_ATTEMPTS {
+                match timed("start", docker.start_container(&created.id, None)).await {
+                    Ok(()) => {
+                        tokio::spawn(retire(docker.clone(), old_id));
+                        return Ok(created.id);
+                    }
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
             }
-            Err(e) => last = e,
+            remove(docker, &created.id).await;
         }
-        tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+        Err(e) => last = e,
     }
-    remove(docker, &created.id).await;
-    let _ = timed(
+    // Back as it was (an auto-removed worker is gone with its stop).
+    if timed(
         "rename back",
         docker.rename_container(&old_id, rename(name)),
     )
-    .await;
+    .await
+    .is_ok()
+    {
+        let _ = timed("start again", docker.start_container(&old_id, None)).await;
+    }
     Err(last)
 }
 
 /// Seconds a replaced worker gets to exit on SIGTERM before it is killed.
 const RETIRE_GRACE_SECS: i32 = 3;
 
-/// The replaced worker: stopped (a clean exit on TERM avoids gVisor's hang
-/// on SIGKILL of a container with several processes), then removed.
+/// The replaced (stopped) worker, removed; auto-removed ones are gone.
 async fn retire(docker: Docker, id: String) {
-    let stop = StopContainerOptionsBuilder::new()
-        .t(RETIRE_GRACE_SECS)
-        .build();
-    if let Err(e) = timed(
-        "stop the replaced worker",
-        docker.stop_container(&id, Some(stop)),
-    )
-    .await
-    {
-        tracing::debug!(container = %id, error = %e, "replaced worker not stopped; removing it");
-    }
     let rm = RemoveContainerOptionsBuilder::new().force(true).build();
     match timed(
         "remove the replaced worker",
