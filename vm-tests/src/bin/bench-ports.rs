@@ -118,12 +118,19 @@ async fn http(addr: SocketAddr, host: String, secs: f64) -> (f64, Duration, Dura
         all.extend(t.await.unwrap_or_default());
     }
     all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    (all.len() as f64 / secs, pct(0.5), pct(0.99))
+    (
+        all.len() as f64 / secs,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+    )
+}
+
+/// The HOST of `ADDR@HOST` (empty without one).
+fn host_of(target: &str) -> String {
+    target
+        .split_once('@')
+        .map(|(_, h)| h.to_string())
+        .unwrap_or_default()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -212,10 +219,7 @@ async fn main() {
         "http" => {
             let mut base = None;
             for (name, v) in &rows {
-                let host = v
-                    .split_once('@')
-                    .map(|(_, h)| h.to_string())
-                    .unwrap_or_default();
+                let host = host_of(v);
                 let (rps, p50, p99) = http(addr(v), host, secs).await;
                 let b = *base.get_or_insert(rps);
                 println!(
@@ -227,10 +231,7 @@ async fn main() {
         "ws" => {
             let mut base = None;
             for (name, v) in &rows {
-                let host = v
-                    .split_once('@')
-                    .map(|(_, h)| h.to_string())
-                    .unwrap_or_default();
+                let host = host_of(v);
                 match ws(addr(v), host, secs).await {
                     Ok(rtts) => {
                         let p50 = percentile(&rtts, 0.5);
