@@ -159,7 +159,7 @@ expect proxy-after-flood "$(get "http://$H/hello")" hello-from-target
 
 # --- Docker: ports and the proxy to a container, across its restart and netd's ---
 docker_rows() {
-    d() { timeout 120 $DOCKER -H "unix://$T/d.sock" "$@"; }
+    d() { timeout -k 10 120 $DOCKER -H "unix://$T/d.sock" "$@"; }
     if [ ! -x "$DOCKER28" ]; then fail docker "$DOCKER28 is not installed (scripts/install-deps.sh)"; return; fi
     if ! CONDUCTOR_PRELOAD_PATH=$LIB n docker up --dockerd "$DOCKER28" --docker-socket "$T/d.sock" \
         --data-root "$T/data" > "$T/up.out" 2>&1; then

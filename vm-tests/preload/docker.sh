@@ -141,7 +141,7 @@ start_daemon() {
     READY=never-ready
     return 1
 }
-d() { timeout 120 $DOCKER -H "unix://$SOCK" "$@"; }
+d() { timeout -k 10 120 $DOCKER -H "unix://$SOCK" "$@"; }
 fetch() { timeout 10 busybox wget -q -O- "$1" 2>&1 | tr '\n' ' ' | sed 's/ $//'; }
 errline() { tr '\n' ' ' <"$1" | cut -c1-300; }
 

@@ -3,5 +3,6 @@
 
 pub mod harness;
 pub mod isolation;
+pub mod scripted;
 pub mod suites;
 pub mod util;

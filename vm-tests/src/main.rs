@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode, Stdio};
 use clap::{Parser, Subcommand};
 
 use vm_tests::harness::{self, Env, Tally};
-use vm_tests::{isolation, suites};
+use vm_tests::{isolation, scripted, suites};
 
 #[derive(Parser)]
 #[command(
@@ -204,72 +204,12 @@ fn inner(env: Env, filter: Option<&str>) -> ExitCode {
     }
     let mut tally = Tally::default();
     harness::run_tests(&suites::all(), env, filter, &mut tally);
-    for script in scripted_suites() {
-        run_script(&script, env, filter, &mut tally);
+    for script in scripted::suites(Path::new(env!("CARGO_MANIFEST_DIR"))) {
+        scripted::run(&script, env, filter, &mut tally);
     }
     if tally.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// Suites kept as scripts (they drive other programs: ip, dockerd, Go):
-/// `vm-tests/<suite>/run.sh ENV`, printing `ok NAME` / `FAIL NAME: reason`.
-fn scripted_suites() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut found: Vec<PathBuf> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("run.sh"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found
-}
-
-fn run_script(script: &Path, env: Env, filter: Option<&str>, tally: &mut Tally) {
-    let suite = script
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    if filter.is_some_and(|f| !suite.contains(f)) {
-        return;
-    }
-    let out = Command::new("sh")
-        .arg(script)
-        .arg(env.name())
-        .stdout(Stdio::piped())
-        .spawn();
-    let mut child = match out {
-        Ok(c) => c,
-        Err(e) => {
-            tally.record(&suite, Err(format!("start {}: {e}", script.display())), 0.0);
-            return;
-        }
-    };
-    let mut reported = 0;
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(name) = line.strip_prefix("ok ") {
-                tally.record(&format!("{suite}/{name}"), Ok(()), 0.0);
-                reported += 1;
-            } else if let Some(rest) = line.strip_prefix("FAIL ") {
-                tally.record(&format!("{suite}/{rest}"), Err(String::new()), 0.0);
-                reported += 1;
-            } else {
-                println!("  {line}");
-            }
-        }
-    }
-    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-    if !ok && reported == 0 {
-        tally.record(
-            &suite,
-            Err("script failed without reporting a test".into()),
-            0.0,
-        );
     }
 }

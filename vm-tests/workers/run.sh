@@ -67,9 +67,9 @@ for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$T/root
 echo hello-from-parent > "$T/rootfs/www/index.html"
 echo "root:x:0:0:root:/:/bin/sh" > "$T/rootfs/etc/passwd"
 
-d() { timeout 120 $DOCKER -H "unix://$T/d.sock" "$@"; }
+d() { timeout -k 10 120 $DOCKER -H "unix://$T/d.sock" "$@"; }
 # The CLI under test, with DOCKER_HOST pointing at the private dockerd.
-w() { DOCKER_HOST="unix://$T/d.sock" timeout 120 "$NETD" --socket "$T/netd.sock" "$@"; }
+w() { DOCKER_HOST="unix://$T/d.sock" timeout -k 10 120 "$NETD" --socket "$T/netd.sock" "$@"; }
 
 start_netd() {
     [ -n "$NETD_PID" ] && stop_pid "$NETD_PID"
