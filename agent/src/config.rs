@@ -10,6 +10,7 @@
 //! pool = "10.89.0.0/16"           # automatic subnets come from here
 //! pool_prefix = 24                # ... in pieces of this size
 //! mtu = 1500
+//! docker_plugin = "/run/docker/plugins/conductor.sock"  # `docker network create -d conductor`
 //! ```
 
 use std::net::Ipv4Addr;
@@ -83,6 +84,9 @@ pub struct Config {
     /// The `*.localhost` reverse proxy's listener ("127.0.0.1:8000"); off
     /// when unset.
     pub localhost_proxy: Option<std::net::SocketAddr>,
+    /// Serve Docker's network plugin protocols on this socket (Docker
+    /// looks for /run/docker/plugins/conductor.sock); off when unset.
+    pub docker_plugin: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -111,6 +115,7 @@ impl Default for Config {
             api_max_connections: 512,
             api_max_connections_per_uid: 64,
             localhost_proxy: None,
+            docker_plugin: None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod kernel;
 pub mod model;
 pub mod network_services;
 pub mod platform;
+pub mod plugin;
 pub mod policy;
 pub mod ports;
 pub mod preload_setup;

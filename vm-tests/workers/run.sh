@@ -55,9 +55,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for d in /run/conductor-net /var/lib/conductor-net; do
+# (/run/docker/plugins: where the dockerds look for netd's plugin socket)
+for d in /run/conductor-net /var/lib/conductor-net /run/docker/plugins; do
     mkdir -p $d && mount -t tmpfs cwk $d && MOUNTED="$d $MOUNTED"
 done
+PLUGIN_SOCK=/run/docker/plugins/conductor.sock
 ip link set lo up
 
 # A busybox image, imported (no registry is reachable).
@@ -74,7 +76,7 @@ w() { DOCKER_HOST="unix://$T/d.sock" timeout -k 10 120 "$NETD" --socket "$T/netd
 start_netd() {
     [ -n "$NETD_PID" ] && stop_pid "$NETD_PID"
     "$NETD" --socket "$T/netd.sock" serve --state-dir "$T/netd-state" \
-        --log-level "${NETD_LOG:-info}" >> "$T/netd.log" 2>&1 &
+        --docker-plugin "$PLUGIN_SOCK" --log-level "${NETD_LOG:-info}" >> "$T/netd.log" 2>&1 &
     NETD_PID=$!
     for _ in $(seq 1 400); do
         "$NETD" --socket "$T/netd.sock" status >/dev/null 2>&1 && return 0
@@ -325,11 +327,14 @@ suite() { # suite LABEL DOCKERD FULL
     run_rows
     [ "$3" = full ] && bad_inputs
     [ "$3" = full ] && network_rows
+    plugin_rows
     d rm -f $(d ps -aq) >/dev/null 2>&1
     down
     [ $FAILED = 1 ] && tail -n 30 "$T/netd.log" | sed 's/^/  netd: /'
     TAG=""
 }
+
+. "$ROOT/vm-tests/workers/plugin.sh"
 
 if [ "$MODE" = bench ]; then
     . "$ROOT/vm-tests/workers/bench.sh"
@@ -341,7 +346,7 @@ if [ "$MODE" = bench ]; then
     exit $FAILED
 fi
 
-for tool in busybox jq setpriv; do
+for tool in busybox jq setpriv curl; do
     command -v $tool >/dev/null || { fail setup "$tool is not installed (scripts/install-deps.sh)"; exit 1; }
 done
 start_netd || { fail start "netd"; exit 1; }

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Serve the `*.localhost` reverse proxy here (e.g. 127.0.0.1:8000).
     #[arg(long, value_name = "ADDR:PORT")]
     pub localhost_proxy: Option<std::net::SocketAddr>,
+    /// Serve Docker's network plugin (`docker network create -d conductor`)
+    /// on this socket; Docker finds it at /run/docker/plugins/conductor.sock.
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = crate::plugin::DEFAULT_SOCKET)]
+    pub docker_plugin: Option<std::path::PathBuf>,
     /// Keep links in memory instead of the kernel (tests; no privileges).
     #[cfg(feature = "testing")]
     #[arg(long, hide = true)]
@@ -48,6 +52,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<()> {
         fake_kernel: args.fake_kernel,
         no_probe: args.no_probe,
         localhost_proxy: args.localhost_proxy,
+        docker_plugin: args.docker_plugin,
     })?;
     Ok(())
 }

@@ -37,6 +37,8 @@ pub struct ServeOptions {
     pub no_probe: bool,
     /// The `*.localhost` proxy's listener (overrides the config file).
     pub localhost_proxy: Option<std::net::SocketAddr>,
+    /// Docker's network plugin socket (overrides the config file).
+    pub docker_plugin: Option<PathBuf>,
 }
 
 /// The effective configuration: file, then command line.
@@ -53,6 +55,9 @@ pub fn effective_config(opts: &ServeOptions) -> Result<Config> {
     }
     if let Some(a) = opts.localhost_proxy {
         config.localhost_proxy = Some(a);
+    }
+    if let Some(p) = &opts.docker_plugin {
+        config.docker_plugin = Some(p.clone());
     }
     Ok(config)
 }
@@ -196,12 +201,42 @@ async fn run<K: Kernel>(
         tracing::info!(%addr, "*.localhost proxy listening");
         components.spawn("localhost proxy", move |stop| proxy.serve(stop));
     }
+    let plugin_socket = match svc.config().docker_plugin.clone() {
+        Some(path) => Some(docker_plugin(&svc, path, limits, &mut components).await?),
+        None => None,
+    };
     let app = router::with_parts(svc.clone(), docker, Some(ports));
     components.spawn("api", move |stop| {
         server::serve(app, listener, access, limits, stop, DRAIN)
     });
     tracing::info!(socket = %socket.display(), environment = %svc.kernel().environment(), "serving");
-    components.run(DRAIN).await
+    let result = components.run(DRAIN).await;
+    if let Some(path) = plugin_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Docker's network plugin on its own socket, for root only (dockerd).
+async fn docker_plugin<K: Kernel>(
+    svc: &Arc<Service<K>>,
+    path: PathBuf,
+    limits: server::Limits,
+    components: &mut Supervisor,
+) -> Result<PathBuf> {
+    let plugin = crate::plugin::Plugin::open(svc.clone()).await?;
+    let listener = server::bind(&path, 0o600, None)?;
+    let access = Access {
+        group: None,
+        readonly_group: None,
+        socket_mode: 0o600,
+    };
+    let router = plugin.router();
+    tracing::info!(socket = %path.display(), "docker network plugin listening");
+    components.spawn("docker plugin", move |stop| {
+        server::serve(router, listener, access, limits, stop, DRAIN)
+    });
+    Ok(path)
 }
 
 /// Names and egress (for conductor networks and Docker's): the DNS engine,

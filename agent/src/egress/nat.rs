@@ -157,6 +157,16 @@ impl<R: CommandRunner, S: Stack> EgressBackend for NatBackend<R, S> {
                 v6.forward = p.forward_rules(bridge, Family::V6, &v6.forward);
             }
         }
+        // Container to container on one bridge: with br_netfilter loaded
+        // such frames traverse FORWARD too, where Docker's DROP policy would
+        // end them (Docker's own bridges have the same rule).
+        for rules in [&mut v4, &mut v6] {
+            if !rules.forward.is_empty() {
+                rules
+                    .forward
+                    .insert(0, format!("-i {bridge} -o {bridge} -j ACCEPT"));
+            }
+        }
         self.firewall.apply_network(bridge, &v4, &v6).await?;
         self.stack.enable_forwarding(Family::V4).await?;
         let v6_forwarding = if v6_out {
@@ -260,6 +270,7 @@ mod tests {
 :CONDUCTOR-EGRESS-FWD - [0:0]
 :CNE-F-cn-web - [0:0]
 -I FORWARD 1 -j CONDUCTOR-EGRESS-FWD
+-A CNE-F-cn-web -i cn-web -o cn-web -j ACCEPT
 -A CNE-F-cn-web -i cn-web ! -o cn-web -j ACCEPT
 -A CNE-F-cn-web -o cn-web ! -i cn-web -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A CONDUCTOR-EGRESS-FWD -j CNE-F-cn-web
@@ -302,6 +313,7 @@ COMMIT
 :CONDUCTOR-EGRESS-FWD - [0:0]
 :CNE-F-cn-web - [0:0]
 -I FORWARD 1 -j CONDUCTOR-EGRESS-FWD
+-A CNE-F-cn-web -i cn-web -o cn-web -j ACCEPT
 -A CNE-F-cn-web -i cn-web ! -o cn-web -p tcp -j ACCEPT
 -A CNE-F-cn-web -i cn-web ! -o cn-web -p udp -j ACCEPT
 -A CNE-F-cn-web -i cn-web ! -o cn-web -j DROP
@@ -325,6 +337,7 @@ COMMIT
 :CONDUCTOR-EGRESS-FWD - [0:0]
 :CNE-F-cn-web - [0:0]
 -I FORWARD 1 -j CONDUCTOR-EGRESS-FWD
+-A CNE-F-cn-web -i cn-web -o cn-web -j ACCEPT
 -A CNE-F-cn-web -i cn-web ! -o cn-web -j DROP
 -A CONDUCTOR-EGRESS-FWD -j CNE-F-cn-web
 COMMIT

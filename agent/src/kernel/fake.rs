@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use ipnet::IpNet;
 use nix::errno::Errno;
 
-use super::{BridgeInfo, EndpointPlan, HostLink, Kernel, Peer};
+use super::{BridgeInfo, DockerVeth, EndpointPlan, HostLink, Kernel, Peer};
 use crate::error::{Error, Result};
 use crate::model::{Network, NsId, Target};
 
@@ -224,6 +224,33 @@ impl Kernel for FakeKernel {
         self.enter("delete_link", name)?;
         self.pause("delete_link").await;
         Ok(self.lock().links.remove(name).is_some())
+    }
+
+    async fn create_docker_veth(&self, veth: &DockerVeth) -> Result<()> {
+        self.enter("create_docker_veth", &veth.host_ifname)?;
+        let mut inner = self.lock();
+        if !inner.links.get(&veth.bridge).is_some_and(|l| l.bridge) {
+            return Err(Error::Conflict(format!(
+                "bridge {:?} is missing",
+                veth.bridge
+            )));
+        }
+        if inner.links.contains_key(&veth.host_ifname)
+            || inner.links.contains_key(&veth.peer_ifname)
+        {
+            return Err(Error::Conflict(format!("{} exists", veth.host_ifname)));
+        }
+        inner.links.insert(
+            veth.host_ifname.clone(),
+            FakeLink {
+                bridge: false,
+                master: Some(veth.bridge.clone()),
+                mac: None,
+                addresses: Vec::new(),
+                peer: None,
+            },
+        );
+        Ok(())
     }
 
     async fn create_endpoint(&self, ns: &FakeNs, plan: &EndpointPlan) -> Result<()> {

@@ -68,6 +68,18 @@ pub struct EndpointPlan {
     pub mac: [u8; 6],
 }
 
+/// A veth pair for Docker's network plugin: `host_ifname` on the bridge
+/// and up, `peer_ifname` left in the daemon's namespace (down, with `mac`)
+/// for Docker to move into the container when it starts.
+#[derive(Debug, Clone)]
+pub struct DockerVeth {
+    pub host_ifname: String,
+    pub peer_ifname: String,
+    pub bridge: String,
+    pub mtu: u32,
+    pub mac: [u8; 6],
+}
+
 /// What ensuring a bridge found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BridgeInfo {
@@ -114,6 +126,9 @@ pub trait Kernel: Send + Sync + 'static {
         ns: &Self::Ns,
         plan: &EndpointPlan,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Create a [`DockerVeth`]; on failure nothing of it is left behind.
+    fn create_docker_veth(&self, veth: &DockerVeth) -> impl Future<Output = Result<()>> + Send;
 
     /// Names of the links in the daemon's namespace.
     fn link_names(&self) -> impl Future<Output = Result<Vec<String>>> + Send;

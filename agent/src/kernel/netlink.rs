@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::deletions::Deletions;
 use super::discover::visible_namespaces;
-use super::{BridgeInfo, EndpointPlan, HostLink, Kernel, Peer};
+use super::{BridgeInfo, DockerVeth, EndpointPlan, HostLink, Kernel, Peer};
 use crate::error::{Error, Result};
 use crate::model::{Network, NsId, Target};
 use crate::platform::Platform;
@@ -273,6 +273,39 @@ impl Kernel for NetnsKernel {
     async fn delete_link(&self, name: &str) -> Result<bool> {
         self.cache_bridge(name, None);
         self.deletions.delete_link(name).await
+    }
+
+    async fn create_docker_veth(&self, veth: &DockerVeth) -> Result<()> {
+        let bridge = self.bridge_index(&veth.bridge).await?;
+        // The peer is "placed" in the daemon's own namespace: one request
+        // makes both ends, so a failure leaves neither.
+        let own = Netns::current()
+            .map_err(|e| Error::kernel("open the daemon's network namespace", e))?;
+        let spec = netns::VethSpec {
+            name: &veth.host_ifname,
+            peer_name: &veth.peer_ifname,
+            peer_ns: &own,
+            master: Some(bridge),
+            mtu: Some(veth.mtu),
+            peer_mac: Some(veth.mac),
+            up: true,
+        };
+        self.handle()
+            .create_veth(&spec)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                if e.errno() == Some(Errno::ENODEV) {
+                    self.cache_bridge(&veth.bridge, None);
+                }
+                Error::kernel(
+                    format!(
+                        "create veth {} / {} on {}",
+                        veth.host_ifname, veth.peer_ifname, veth.bridge
+                    ),
+                    e,
+                )
+            })
     }
 
     async fn create_endpoint(&self, ns: &Netns, plan: &EndpointPlan) -> Result<()> {
