@@ -53,7 +53,11 @@ impl SockaddrLl {
 
 /// Whether `arp` (an ARP packet without link header) is an unsolicited ARP
 /// for IPv4 over Ethernet: a request or reply whose sender and target
-/// protocol addresses are the same (RFC 5227's announcement).
+/// protocol addresses are the same (RFC 5227's announcement). Both 0.0.0.0
+/// counts too: moby >= 28 sends that for an address a remote IPAM driver
+/// gave it (held in 16-byte form, it copies the first four bytes of
+/// ::ffff:a.b.c.d). An RFC 5227 probe (sender 0.0.0.0, target an address)
+/// is not an announcement.
 pub fn is_gratuitous_arp(arp: &[u8]) -> bool {
     if arp.len() < ARP_LEN {
         return false;
@@ -63,7 +67,7 @@ pub fn is_gratuitous_arp(arp: &[u8]) -> bool {
         && arp[4] == 6
         && arp[5] == 4
         && matches!(be16(arp, 6), Some(ARPOP_REQUEST | ARPOP_REPLY));
-    fixed_ok && arp[14..18] == arp[24..28] && arp[14..18] != [0, 0, 0, 0]
+    fixed_ok && arp[14..18] == arp[24..28]
 }
 
 /// A datagram sent with `sendto(fd, pkt, .., addr)` on an AF_PACKET socket:
@@ -131,8 +135,19 @@ mod tests {
             &arp(ip, [172, 17, 0, 1]),
             false
         ));
-        // ARP probes (sender 0.0.0.0) are not announcements
-        assert!(!is_gratuitous_arp(&arp([0; 4], [0; 4])));
+        // ARP probes (sender 0.0.0.0, target the address) are not
+        // announcements
+        assert!(!is_gratuitous_arp(&arp([0; 4], ip)));
+        // moby 28's announcement of an address from a remote IPAM driver
+        // (seen: `docker network create -d conductor --ipam-driver conductor`)
+        let moby_remote_ipam = [
+            0, 1, 8, 0, 6, 4, 0, 1, 10, 88, 10, 89, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert!(is_packet_announcement(
+            &ll(ETH_P_ARP, 2),
+            &moby_remote_ipam,
+            false
+        ));
         // an IPv4 frame on the same socket is not either
         assert!(!is_packet_announcement(&ll(0x0800, 7), &arp(ip, ip), false));
         assert!(!is_packet_announcement(
