@@ -44,10 +44,13 @@ bench() {
     # 20 concurrently
     : > "$T/conc"
     t0=$(now)
+    local spawners=""
     for i in $(seq 1 20); do
         ( s=$(now); w worker spawn --parent ${P}par --detach -- sleep 600 >/dev/null; ms "$s" "$(now)" >> "$T/conc" ) &
+        spawners="$spawners $!"
     done
-    wait
+    # (a bare `wait` would also wait for netd, started by this shell)
+    wait $spawners
     t1=$(now)
     echo "  20 concurrent spawns: total $(ms "$t0" "$t1") ms, each p50 $(pct 50 "$T/conc") ms p99 $(pct 99 "$T/conc") ms, running $(w worker count)"
     w worker stop-all >/dev/null 2>&1
