@@ -27,6 +27,15 @@ pub struct AutoPool {
     pub prefix: u8,
 }
 
+/// An address as Docker sends it: `a.b.c.d` or `a.b.c.d/len`.
+fn host_address(text: &str) -> Result<Ipv4Addr> {
+    text.split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| Error::invalid("address", text, "not an IPv4 address"))
+}
+
 impl PluginState {
     /// RequestPool: `requested` (a CIDR) or, when empty, a free subnet.
     /// The pool id is the subnet.
@@ -106,12 +115,7 @@ impl PluginState {
             pool.addresses.contains(a) || taken.addresses.contains(a)
         };
         if !requested.is_empty() {
-            let addr: Ipv4Addr = requested
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .parse()
-                .map_err(|_| Error::invalid("address", requested, "not an IPv4 address"))?;
+            let addr = host_address(requested)?;
             if !subnet.contains(&addr) || addr == subnet.network() || addr == subnet.broadcast() {
                 return Err(Error::invalid(
                     "address",
@@ -136,12 +140,7 @@ impl PluginState {
     }
 
     pub fn release_address(&mut self, pool_id: &str, address: &str) -> Result<bool> {
-        let addr: Ipv4Addr = address
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|_| Error::invalid("address", address, "not an IPv4 address"))?;
+        let addr = host_address(address)?;
         Ok(self
             .pools
             .get_mut(pool_id)

@@ -188,35 +188,22 @@ async fn address_spaces() -> Response {
 
 type Shared<K> = State<Arc<Plugin<K>>>;
 
-async fn create_network<K: Kernel>(State(p): Shared<K>, body: Bytes) -> Response {
-    let run = async { p.create_network(parse("CreateNetwork", &body)?).await };
-    reply(run.await)
+/// A network-driver call: parse the body, run the handler of the same name.
+macro_rules! driver_call {
+    ($name:ident, $call:literal) => {
+        async fn $name<K: Kernel>(State(p): Shared<K>, body: Bytes) -> Response {
+            let run = async { p.$name(parse($call, &body)?).await };
+            reply(run.await)
+        }
+    };
 }
 
-async fn delete_network<K: Kernel>(State(p): Shared<K>, body: Bytes) -> Response {
-    let run = async { p.delete_network(parse("DeleteNetwork", &body)?).await };
-    reply(run.await)
-}
-
-async fn create_endpoint<K: Kernel>(State(p): Shared<K>, body: Bytes) -> Response {
-    let run = async { p.create_endpoint(parse("CreateEndpoint", &body)?).await };
-    reply(run.await)
-}
-
-async fn delete_endpoint<K: Kernel>(State(p): Shared<K>, body: Bytes) -> Response {
-    let run = async { p.delete_endpoint(parse("DeleteEndpoint", &body)?).await };
-    reply(run.await)
-}
-
-async fn join<K: Kernel>(State(p): Shared<K>, body: Bytes) -> Response {
-    let run = async { p.join(parse("Join", &body)?).await };
-    reply(run.await)
-}
-
-async fn leave<K: Kernel>(State(p): Shared<K>, body: Bytes) -> Response {
-    let run = async { p.leave(parse("Leave", &body)?).await };
-    reply(run.await)
-}
+driver_call!(create_network, "CreateNetwork");
+driver_call!(delete_network, "DeleteNetwork");
+driver_call!(create_endpoint, "CreateEndpoint");
+driver_call!(delete_endpoint, "DeleteEndpoint");
+driver_call!(join, "Join");
+driver_call!(leave, "Leave");
 
 async fn request_pool<K: Kernel>(State(p): Shared<K>, body: Bytes) -> Response {
     let run = async {
