@@ -152,6 +152,13 @@ impl PluginState {
 mod tests {
     use super::*;
 
+    fn taken_subnet(subnet: &str) -> Taken {
+        Taken {
+            subnets: vec![subnet.parse().unwrap()],
+            addresses: vec![],
+        }
+    }
+
     fn auto() -> AutoPool {
         AutoPool {
             pool: "10.210.0.0/16".parse().unwrap(),
@@ -162,10 +169,7 @@ mod tests {
     #[test]
     fn automatic_pool_avoids_taken_subnets_and_other_pools() {
         let mut s = PluginState::default();
-        let taken = Taken {
-            subnets: vec!["10.210.0.0/24".parse().unwrap()],
-            addresses: vec![],
-        };
+        let taken = taken_subnet("10.210.0.0/24");
         let a = s.request_pool("", None, &taken, auto()).unwrap();
         let b = s.request_pool("", None, &taken, auto()).unwrap();
         assert_eq!(a.to_string(), "10.210.1.0/24");
@@ -175,10 +179,7 @@ mod tests {
     #[test]
     fn requested_pools_are_checked() {
         let mut s = PluginState::default();
-        let taken = Taken {
-            subnets: vec!["10.9.0.0/16".parse().unwrap()],
-            addresses: vec![],
-        };
+        let taken = taken_subnet("10.9.0.0/16");
         for bad in ["224.0.0.0/24", "10.9.3.0/24", "nonsense"] {
             let before = s.clone();
             assert!(s.request_pool(bad, None, &taken, auto()).is_err(), "{bad}");

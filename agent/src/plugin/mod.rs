@@ -11,7 +11,6 @@ mod ipam;
 mod protocol;
 mod state;
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -83,28 +82,39 @@ impl<K: Kernel> Plugin<K> {
             .with_state(self.clone())
     }
 
-    /// What netd holds that a pool or an address must not collide with.
-    async fn taken(&self, subnet: Option<Ipv4Net>) -> Taken {
-        let mut taken = Taken {
-            subnets: self.svc.kernel().used_networks().await.unwrap_or_default(),
+    /// What a new pool must not overlap: netd's networks and the routes of
+    /// the sandbox (a route dump: asked on `network create` only).
+    async fn taken_subnets(&self) -> Taken {
+        let mut subnets = self.svc.kernel().used_networks().await.unwrap_or_default();
+        subnets.extend(
+            self.svc
+                .networks()
+                .iter()
+                .map(|v| IpNet::V4(v.network.subnet)),
+        );
+        Taken {
+            subnets,
             addresses: Vec::new(),
-        };
+        }
+    }
+
+    /// What a new address in `subnet` must not be: the gateway and the
+    /// endpoints of netd's network on it (asked on every container start,
+    /// so no kernel round trip).
+    fn taken_addresses(&self, subnet: Option<Ipv4Net>) -> Taken {
+        let mut addresses = Vec::new();
         for view in self.svc.networks() {
             let net = &view.network;
-            taken.subnets.push(IpNet::V4(net.subnet));
             if Some(net.subnet) == subnet {
-                taken.addresses.push(net.gateway);
-                let held: Vec<Ipv4Addr> = self
-                    .svc
-                    .endpoints(Some(&net.name))
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|e| e.endpoint.ipv4.addr())
-                    .collect();
-                taken.addresses.extend(held);
+                addresses.push(net.gateway);
+                let held = self.svc.endpoints(Some(&net.name)).unwrap_or_default();
+                addresses.extend(held.iter().map(|e| e.endpoint.ipv4.addr()));
             }
         }
-        taken
+        Taken {
+            subnets: Vec::new(),
+            addresses,
+        }
     }
 
     fn auto_pool(&self) -> AutoPool {
@@ -230,7 +240,7 @@ async fn request_pool<K: Kernel>(State(p): Shared<K>, body: Bytes) -> Response {
             Some(name) => Some(p.svc.network(name)?.network.subnet),
             None => None,
         };
-        let taken = p.taken(None).await;
+        let taken = p.taken_subnets().await;
         let mut state = p.state.lock().await;
         let before = state.clone();
         let subnet = state.request_pool(&req.pool, adopted, &taken, p.auto_pool())?;
@@ -264,7 +274,7 @@ async fn request_address<K: Kernel>(State(p): Shared<K>, body: Bytes) -> Respons
             .and_then(|o| o.get(protocol::ADDRESS_TYPE_OPTION))
             .is_some_and(|t| t == protocol::GATEWAY_ADDRESS_TYPE);
         let subnet = req.pool_id.parse::<Ipv4Net>().ok();
-        let taken = p.taken(subnet).await;
+        let taken = p.taken_addresses(subnet);
         let mut state = p.state.lock().await;
         let before = state.clone();
         let address = state.request_address(&req.pool_id, &req.address, gateway, &taken)?;
