@@ -125,6 +125,17 @@ d() {
     [ -n "${WEDGE_FLAG:-}" ] && [ $((SECONDS - start)) -ge "${D_TIMEOUT:-120}" ] && touch "$T/wedged"
     return $rc
 }
+# Run inside a container: fetch $0; a connection reset (a gVisor quirk,
+# docs/gvisor-quirks.md) is tried again, up to 3 tries, each printed on
+# stderr; any other error (a name that does not resolve) ends it.
+WGET_3_TRIES='for t in 1 2 3; do timeout 10 wget -q -O- "$0" 2>/tmp/e && exit 0; echo "try $t: $(cat /tmp/e)" >&2; grep -q "reset by peer" /tmp/e || exit 1; sleep 1; done; exit 1'
+# fetch_in NETWORK URL: that fetch from a fresh container; failed tries logged.
+fetch_in() {
+    local out
+    out=$(d run --rm --network "$1" bb sh -c "$WGET_3_TRIES" "$2" 2>"$T/fetch.err")
+    [ -s "$T/fetch.err" ] && log "$2 from a fresh container: $(tr '\n' ' ' < "$T/fetch.err" | cut -c1-300)"
+    [ -n "$out" ] && echo "$out" || tr '\n' ' ' < "$T/fetch.err" | sed 's/try [0-9]: //g; s/ $//'
+}
 # R NAME VALUE lines collect a scenario's results.
 r() { echo "R $1 $2" >> "$RESULTS"; }
 
@@ -156,7 +167,7 @@ rows() {
     fi
     ip=$(d inspect -f '{{.NetworkSettings.IPAddress}}' parent 2>/dev/null)
     case "$ip" in [0-9]*) r address ok ;; *) r address "none" ;; esac
-    out=$(d run --rm bb sh -c "timeout 10 wget -q -O- http://$ip:8080/" 2>&1)
+    out=$(fetch_in bridge "http://$ip:8080/")
     r container-to-container "$out"
     out=$(busybox timeout 10 wget -q -O- "http://$ip:8080/" 2>&1)
     r sandbox-to-container "$out"
@@ -167,13 +178,13 @@ rows() {
     # a user-defined network: names, aliases, a container started a moment ago
     d network create ${P}net >/dev/null 2>&1
     d run -d --name web --network ${P}net --network-alias www bb httpd -f -p 80 -h /www >/dev/null 2>&1
-    out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://web/" 2>&1)
+    out=$(fetch_in ${P}net http://web/)
     r name "$out"
     if [ "$out" != hello-from-parent ]; then
         log "name: web is $(d inspect -f '{{.State.Status}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' web 2>&1);" \
             "web resolves to: $(d run --rm --network ${P}net bb nslookup web 2>&1 | tail -3 | tr '\n' ' ')"
     fi
-    out=$(d run --rm --network ${P}net bb sh -c "timeout 10 wget -q -O- http://www/" 2>&1)
+    out=$(fetch_in ${P}net http://www/)
     r alias "$out"
     if [ "$out" != hello-from-parent ]; then
         log "alias: web is $(d inspect -f '{{.State.Status}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' web 2>&1);" \
