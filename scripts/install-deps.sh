@@ -22,7 +22,8 @@ apt-get install -y --no-install-recommends \
     golang-go golang-github-vishvananda-netlink-dev \
     build-essential pkg-config \
     tinyproxy openssl curl dnsmasq-base \
-    chromium chromium-driver
+    chromium chromium-driver passt
+# passt (pasta): the published-ports benchmark's third forwarder.
 # chromium + chromium-driver: the ports suite's browser test (headless,
 # through chromedriver) of the *.localhost proxy.
 # dnsmasq-base, not dnsmasq: the latter also enables a system service that

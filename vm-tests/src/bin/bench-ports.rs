@@ -1,12 +1,15 @@
 //! Published ports and the *.localhost proxy, measured (driven by
 //! vm-tests/ports/bench.sh, which builds the topology):
 //!   bench-ports tcp SECS NAME=ADDR...      bulk TCP to a sink: 1 and 8 streams
+//!                                           (BENCH_STREAMS="1 8")
 //!   bench-ports conns SECS NAME=ADDR...    connect, 1-byte echo, close; 8 at once
 //!   bench-ports http SECS NAME=ADDR@HOST...  GET with 64 keep-alive clients:
 //!                                           requests/s, p50, p99
 //!   bench-ports ws SECS NAME=ADDR@HOST...    WebSocket message round trips
 //!                                           (one client, 64-byte text): p50, p99
-//! Every row is printed with its ratio to the first NAME (the direct path).
+//! Every row is printed with its ratio to the first NAME (the direct path);
+//! tcp and conns rows are medians of BENCH_ROUNDS (default 3) rounds in
+//! which the rows take turns.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,6 +21,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+
+/// A connection that makes no progress for this long ends its row's
+/// sample (a stalled path must not hang the benchmark).
+const STALL: Duration = Duration::from_secs(2);
 
 fn targets(args: &[String]) -> Vec<(String, String)> {
     args.iter()
@@ -33,14 +40,14 @@ async fn bulk(addr: SocketAddr, streams: usize, secs: f64) -> f64 {
     let mut tasks = Vec::new();
     for _ in 0..streams {
         tasks.push(tokio::spawn(async move {
-            let Ok(mut s) = TcpStream::connect(addr).await else {
+            // A path that stalls ends the row instead of hanging it.
+            let Ok(Ok(mut s)) = tokio::time::timeout(STALL, TcpStream::connect(addr)).await else {
                 return 0u64;
             };
             let buf = vec![0u8; 256 * 1024];
             let mut sent = 0u64;
             while Instant::now() < deadline {
-                // A path that stalls ends the row instead of hanging it.
-                match tokio::time::timeout(Duration::from_secs(2), s.write(&buf)).await {
+                match tokio::time::timeout(STALL, s.write(&buf)).await {
                     Ok(Ok(n)) => sent += n as u64,
                     _ => break,
                 }
@@ -62,12 +69,17 @@ async fn conns(addr: SocketAddr, secs: f64) -> f64 {
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                let Ok(mut s) = TcpStream::connect(addr).await else {
-                    continue;
+                let one = async {
+                    let mut s = TcpStream::connect(addr).await?;
+                    let mut b = [0u8; 1];
+                    s.write_all(b"x").await?;
+                    s.read_exact(&mut b).await?;
+                    std::io::Result::Ok(())
                 };
-                let mut b = [0u8; 1];
-                if s.write_all(b"x").await.is_ok() && s.read_exact(&mut b).await.is_ok() {
-                    n += 1;
+                match tokio::time::timeout(STALL, one).await {
+                    Ok(Ok(())) => n += 1,
+                    Ok(Err(_)) => {}
+                    Err(_) => break, // stalled: the row ends
                 }
             }
             n
@@ -87,7 +99,7 @@ async fn http(addr: SocketAddr, host: String, secs: f64) -> (f64, Duration, Dura
         let host = host.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let Ok(s) = TcpStream::connect(addr).await else {
+            let Ok(Ok(s)) = tokio::time::timeout(STALL, TcpStream::connect(addr)).await else {
                 return lat;
             };
             let _ = s.set_nodelay(true);
@@ -102,12 +114,14 @@ async fn http(addr: SocketAddr, host: String, secs: f64) -> (f64, Duration, Dura
                     .body(Empty::<Bytes>::new())
                     .expect("static request");
                 let t = Instant::now();
-                let Ok(resp) = tx.send_request(req).await else {
+                let one = async {
+                    let resp = tx.send_request(req).await.ok()?;
+                    resp.into_body().collect().await.ok()
+                };
+                // (a request that takes 10 s is a stall, not a latency)
+                let Ok(Some(_)) = tokio::time::timeout(STALL * 5, one).await else {
                     break;
                 };
-                if resp.into_body().collect().await.is_err() {
-                    break;
-                }
                 lat.push(t.elapsed());
             }
             lat
@@ -169,6 +183,52 @@ async fn ws(addr: SocketAddr, host: String, secs: f64) -> Result<Vec<Duration>, 
     Ok(rtts)
 }
 
+/// Streams per bulk row: BENCH_STREAMS (default "1 8").
+fn stream_counts() -> Vec<usize> {
+    let counts: Vec<usize> = std::env::var("BENCH_STREAMS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    if counts.is_empty() {
+        vec![1, 8]
+    } else {
+        counts
+    }
+}
+
+/// Rounds per throughput row (BENCH_ROUNDS, default 3): the rows take turns
+/// within a round, so a change in the machine's load hits all of them.
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
+}
+
+/// The median over `rounds()` of `measure` for every row, in row order.
+async fn rounds_of<F, Fut>(rows: &[(String, String)], measure: F) -> Vec<f64>
+where
+    F: Fn(&str) -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut samples = vec![Vec::new(); rows.len()];
+    for _ in 0..rounds() {
+        for (i, (_, v)) in rows.iter().enumerate() {
+            samples[i].push(measure(v).await);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            s[s.len() / 2]
+        })
+        .collect()
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -191,27 +251,23 @@ async fn main() {
     };
     match mode.as_str() {
         "tcp" => {
-            for streams in [1, 8] {
-                let mut base = None;
-                for (name, v) in &rows {
-                    let g = bulk(addr(v), streams, secs).await;
-                    let b = *base.get_or_insert(g);
+            for streams in stream_counts() {
+                let gbits = rounds_of(&rows, |v| bulk(addr(v), streams, secs)).await;
+                for ((name, _), g) in rows.iter().zip(&gbits) {
                     println!(
                         "tcp {streams} stream(s)  {name:<14} {g:7.2} Gbit/s  {:5.0}% of {}",
-                        100.0 * g / b,
+                        100.0 * g / gbits[0],
                         rows[0].0
                     );
                 }
             }
         }
         "conns" => {
-            let mut base = None;
-            for (name, v) in &rows {
-                let c = conns(addr(v), secs).await;
-                let b = *base.get_or_insert(c);
+            let rates = rounds_of(&rows, |v| conns(addr(v), secs)).await;
+            for ((name, _), c) in rows.iter().zip(&rates) {
                 println!(
                     "connections/s (8 at once)  {name:<14} {c:9.0}  {:5.0}% of {}",
-                    100.0 * c / b,
+                    100.0 * c / rates[0],
                     rows[0].0
                 );
             }
@@ -232,7 +288,11 @@ async fn main() {
             let mut base = None;
             for (name, v) in &rows {
                 let host = host_of(v);
-                match ws(addr(v), host, secs).await {
+                let limit = Duration::from_secs_f64(secs) + STALL * 5;
+                let result = tokio::time::timeout(limit, ws(addr(v), host, secs))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("stalled for more than {limit:?}")));
+                match result {
                     Ok(rtts) => {
                         let p50 = percentile(&rtts, 0.5);
                         let p99 = percentile(&rtts, 0.99);
