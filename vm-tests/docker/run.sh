@@ -128,10 +128,8 @@ d() {
     [ -n "${WEDGE_FLAG:-}" ] && [ $((SECONDS - start)) -ge "${D_TIMEOUT:-120}" ] && touch "$T/wedged"
     return $rc
 }
-# Run inside a container: fetch $0; a connection reset (a gVisor quirk,
-# docs/gvisor-quirks.md) is tried again, up to 3 tries, each printed on
-# stderr; any other error (a name that does not resolve) ends it.
-WGET_3_TRIES='for t in 1 2 3; do timeout 10 wget -q -O- "$0" 2>/tmp/e && exit 0; echo "try $t: $(cat /tmp/e)" >&2; grep -q "reset by peer" /tmp/e || exit 1; sleep 1; done; exit 1'
+# WGET_3_TRIES: a fetch that tries again only on a connection reset
+. "$ROOT/vm-tests/lib/wget-tries.sh"
 # fetch_in NETWORK URL: that fetch from a fresh container; failed tries are
 # noted in $RESULTS.
 fetch_in() {

@@ -143,10 +143,8 @@ start_daemon() {
 }
 d() { timeout -k 10 120 $DOCKER -H "unix://$SOCK" "$@"; }
 fetch() { timeout 10 busybox wget -q -O- "$1" 2>&1 | tr '\n' ' ' | sed 's/ $//'; }
-# Run inside a container: fetch $0; a connection reset (a gVisor quirk,
-# docs/gvisor-quirks.md) is tried again, up to 3 tries, each printed on
-# stderr; any other error ends it.
-WGET_3_TRIES='for t in 1 2 3; do timeout 10 wget -q -O- "$0" 2>/tmp/e && exit 0; echo "try $t: $(cat /tmp/e)" >&2; grep -q "reset by peer" /tmp/e || exit 1; sleep 1; done; exit 1'
+# WGET_3_TRIES: a fetch that tries again only on a connection reset
+. "$ROOT/vm-tests/lib/wget-tries.sh"
 errline() { tr '\n' ' ' <"$1" | cut -c1-300; }
 
 # Process ids of every descendant of $1.
