@@ -185,6 +185,7 @@ t_api_limits() {
         out=$(netd_within 5 status 2>&1) || { kill $fpid; fail $n "root's status failed during a refused flood: $out"; return; }
     fi
     wait $fpid
+    log "a refused flood of 2000 connects: the daemon held $fds fds"
     [ "$fds" -lt 200 ] || { fail $n "a refused uid made the daemon hold $fds fds"; return; }
     grep -q " open 0" "$TMP/flood.out" || { fail $n "refused connections stayed open: $(cat "$TMP/flood.out")"; return; }
     [ "$(grep -c 'refusing API peer' "$LOG")" -le 20 ] || { fail $n "$(grep -c 'refusing API peer' "$LOG") refusal warnings for one flood"; return; }
