@@ -330,9 +330,28 @@ func countFds() int {
 // churn: a long-running dockerd >= 28 subscribes to link events for every
 // interface it brings up and closes the subscription once the link is up,
 // on whatever fd number is free; with containers coming and going those
-// numbers keep changing. Every subscription must still see its link, and
-// nothing the preload keeps for them may outlive them.
+// numbers keep changing. Every subscription must still see its link, its
+// reader must end once it is closed, and nothing the preload keeps for
+// them may outlive them.
+//
+// vishvananda/netlink's subscription reader loads the socket's fd number
+// and then calls recvfrom on it; closed in between, the number can be
+// reused by the next socket the program opens, and the old reader steals
+// that socket's messages (seen on a plain kernel: a request's ack taken,
+// LinkAdd waiting forever). So requests go through one Handle opened
+// before the churn, and each subscription's reader is seen to end (woken
+// by link events on a spare bridge) before the next descriptor is opened.
 func churn(k int) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		fail("netlink handle: %v", err)
+	}
+	defer h.Close()
+	waker := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("cw%d", os.Getpid()%100000)}}
+	if err := h.LinkAdd(waker); err != nil {
+		fail("add %s: %v", waker.Name, err)
+	}
+	defer h.LinkDel(waker)
 	base := countFds()
 	var spares []int
 	for i := 0; i < k; i++ {
@@ -344,7 +363,7 @@ func churn(k int) {
 		}
 		name := fmt.Sprintf("ch%d_%d", os.Getpid()%1000, i)
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
-		if err := netlink.LinkAdd(br); err != nil {
+		if err := h.LinkAdd(br); err != nil {
 			fail("add %s: %v", name, err)
 		}
 		timeout := time.After(3 * time.Second)
@@ -359,8 +378,9 @@ func churn(k int) {
 				fail("subscription %d: no event for %s within 3s", i, name)
 			}
 		}
-		netlink.LinkDel(br)
+		h.LinkDel(br)
 		close(done)
+		awaitReaderEnd(h, waker, ch, i)
 		// a spare descriptor, so that the next subscription gets another number
 		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -371,8 +391,7 @@ func churn(k int) {
 	for _, fd := range spares {
 		unix.Close(fd)
 	}
-	// blocked readers wake and the preload reaps closed sockets within a
-	// poll period or two
+	// the preload reaps closed sockets within a poll period or two
 	leaked := 0
 	for t := 0; t < 20; t++ {
 		time.Sleep(50 * time.Millisecond)
@@ -381,6 +400,32 @@ func churn(k int) {
 		}
 	}
 	fmt.Printf("ok subscriptions=%d leaked_fds=%d\n", k, leaked)
+}
+
+// awaitReaderEnd drains a closed subscription until its reader ends (its
+// channel closes). A reader blocked in recvfrom on the closed socket wakes
+// only with a message, so the waker bridge is flipped up and down meanwhile.
+func awaitReaderEnd(h *netlink.Handle, waker netlink.Link, ch <-chan netlink.LinkUpdate, i int) {
+	deadline := time.After(3 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	up := false
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-tick.C:
+			if up = !up; up {
+				h.LinkSetUp(waker)
+			} else {
+				h.LinkSetDown(waker)
+			}
+		case <-deadline:
+			fail("subscription %d: its reader did not end within 3s of closing", i)
+		}
+	}
 }
 
 // mapsProbe: the Go parent of the "children of hosts" test: does the
