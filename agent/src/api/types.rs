@@ -190,6 +190,11 @@ pub struct DockerEngineRequest {
     /// Give Docker's bridge networks egress.
     #[serde(default)]
     pub egress: bool,
+    /// Docker does the NAT itself (its iptables rules, a real kernel):
+    /// enforce the egress policy of its networks in DOCKER-USER and
+    /// through the DNS forwarder on each gateway.
+    #[serde(default)]
+    pub policy: bool,
 }
 
 /// A tracked Docker daemon and what netd does for it.

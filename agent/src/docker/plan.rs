@@ -35,6 +35,9 @@ pub struct Findings {
     pub preload: Option<PathBuf>,
     /// `dockerd --version`, first line.
     pub dockerd_version: String,
+    /// The machine's resolvers a container can reach (not loopback), from
+    /// /etc/resolv.conf.
+    pub resolvers: Vec<std::net::IpAddr>,
 }
 
 /// One decision and its reason, as printed.
@@ -226,6 +229,28 @@ pub fn plan(opts: &UpOptions, found: &Findings) -> Result<UpPlan> {
             why: "MASQUERADE and conntrack work: Docker's NAT, embedded DNS and -p do their job"
                 .into(),
         });
+        // Docker >= 26 asks the resolvers it read from the machine's
+        // resolv.conf from the machine's namespace (measured with 28.5.2),
+        // past the bridge where netd sends a network's DNS to its policy.
+        // Named with --dns, the same resolvers are asked from each
+        // container's namespace, as Docker 20.10 always does.
+        if !has_flag(&opts.extra_args, &["--dns"]) && !found.resolvers.is_empty() {
+            for r in &found.resolvers {
+                args.extend(["--dns".to_string(), r.to_string()]);
+            }
+            choices.push(Choice {
+                what: "dns",
+                chosen: found
+                    .resolvers
+                    .iter()
+                    .map(|r| format!("--dns {r}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                why: "the machine's resolvers, named so that Docker asks them from each \
+                      container's namespace, where the egress policy's DNS rules apply"
+                    .into(),
+            });
+        }
         (false, false)
     } else {
         if !explicit_iptables {
@@ -339,6 +364,7 @@ mod tests {
             overlay: Err("EPERM".into()),
             preload: Some("/usr/local/lib/libconductor_preload.so".into()),
             dockerd_version: "Docker version 28.5.2".into(),
+            resolvers: vec!["203.0.113.10".parse().unwrap()],
         }
     }
 
@@ -375,6 +401,7 @@ mod tests {
             overlay: Ok(()),
             preload: None,
             dockerd_version: "Docker version 20.10.24".into(),
+            resolvers: vec!["203.0.113.10".parse().unwrap()],
         };
         let p = plan(&opts(), &found).unwrap();
         assert!(p.mount_cgroups.is_empty());
@@ -385,6 +412,27 @@ mod tests {
         assert!(!p.args.iter().any(|a| a.starts_with("--iptables")));
         assert!(!p.env.iter().any(|(k, _)| k == "LD_PRELOAD"));
         assert!(!p.netd_dns && !p.netd_egress);
+        // The machine's resolvers named, so Docker >= 26 asks them from the
+        // containers' namespaces (where the policy's DNS rules apply) ...
+        assert!(p.args.windows(2).any(|w| w == ["--dns", "203.0.113.10"]));
+        // ... unless the user named resolvers, or there are none to name.
+        let mut o = opts();
+        o.extra_args = vec!["--dns=192.0.2.53".into()];
+        let p = plan(&o, &found).unwrap();
+        assert!(!p.args.iter().any(|a| a == "--dns"));
+        let mut none = found.clone();
+        none.resolvers.clear();
+        assert!(!plan(&opts(), &none)
+            .unwrap()
+            .args
+            .iter()
+            .any(|a| a == "--dns"));
+        // In gVisor netd answers names itself.
+        assert!(!plan(&opts(), &gvisor())
+            .unwrap()
+            .args
+            .iter()
+            .any(|a| a == "--dns"));
     }
 
     #[test]

@@ -85,6 +85,11 @@ impl DockerServices {
         self.egress.as_ref().filter(|_| req.egress)
     }
 
+    /// Where Docker does its own NAT: the egress policy alone.
+    fn guard_for(&self, req: &DockerEngineRequest) -> Option<&Arc<Egress>> {
+        self.egress.as_ref().filter(|_| req.policy && !req.egress)
+    }
+
     /// Watch the engine's sandbox directory: a listener is opened in every
     /// new container namespace at once, before the container can ask.
     pub fn watch_sandboxes(
@@ -154,6 +159,14 @@ impl DockerServices {
                 }
             }
         }
+        if let Some(egress) = self.guard_for(req) {
+            if let Some(mut spec) = egress_spec(net) {
+                spec.dns = self.gateway_resolver(req, net).await;
+                if let Err(e) = egress.guard(&spec).await {
+                    tracing::warn!(engine = %req.name, network = %net.name, error = %e, "egress policy");
+                }
+            }
+        }
     }
 
     pub async fn network_down(&self, req: &DockerEngineRequest, net: &DockerNetwork) {
@@ -172,6 +185,13 @@ impl DockerServices {
             if let Some(spec) = egress_spec(net) {
                 if let Err(e) = egress.disable(&spec).await {
                     tracing::warn!(engine = %req.name, network = %net.name, error = %e, "egress");
+                }
+            }
+        }
+        if let Some(egress) = self.guard_for(req) {
+            if let Some(spec) = egress_spec(net) {
+                if let Err(e) = egress.unguard(&spec).await {
+                    tracing::warn!(engine = %req.name, network = %net.name, error = %e, "egress policy");
                 }
             }
         }
@@ -276,7 +296,7 @@ impl DockerServices {
         req: &DockerEngineRequest,
         net: &DockerNetwork,
     ) -> Option<SocketAddrV4> {
-        let dns = self.dns_for(req)?;
+        let dns = self.dns.as_ref().filter(|_| req.dns || req.policy)?;
         let key = (req.name.clone(), net.id.clone());
         if let Some((_, addr)) = lock(&self.names).gateways.get(&key) {
             return Some(*addr);
@@ -315,6 +335,9 @@ impl DockerServices {
     /// How a network's traffic leaves, for the API's view.
     pub fn egress_of(&self, req: &DockerEngineRequest, net: &DockerNetwork) -> String {
         match (self.egress_for(req), egress_spec(net)) {
+            (None, Some(_)) if self.guard_for(req).is_some() => {
+                "Docker's own NAT; the egress policy by conductor-netd (DOCKER-USER)".into()
+            }
             (None, _) => "not handled by conductor-netd".into(),
             (Some(_), None) if net.internal => "none (internal network)".into(),
             (Some(_), None) => "none (no bridge or IPv4 subnet)".into(),

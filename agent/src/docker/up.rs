@@ -208,7 +208,22 @@ async fn findings(req: &UpRequest, dockerd: &Path, data_root: &Path) -> Result<F
         overlay: overlay_works(data_root),
         preload: crate::preload_setup::find_library(),
         dockerd_version: dockerd_version(dockerd)?,
+        resolvers: container_resolvers(),
     })
+}
+
+/// The machine's resolvers a container can reach (none when the file is
+/// missing or names only loopback ones).
+fn container_resolvers() -> Vec<std::net::IpAddr> {
+    conductor_dns::ResolvConf::read(Path::new("/etc/resolv.conf"))
+        .map(|(conf, _)| {
+            conf.container_usable()
+                .into_iter()
+                .filter(|ns| ns.zone.is_none())
+                .map(|ns| ns.addr)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Refuse when something already answers on the Docker socket, or an
@@ -368,6 +383,7 @@ pub async fn up(req: UpRequest, print: impl Fn(&str)) -> Result<UpOutcome> {
                     exec_root: Some(plan.run_dir.join("exec")),
                     dns: plan.netd_dns,
                     egress: plan.netd_egress,
+                    policy: plan.docker_iptables,
                 })
                 .await?;
             record.registered = true;
@@ -399,6 +415,7 @@ fn plan_paths_only() -> Findings {
         overlay: Ok(()),
         preload: None,
         dockerd_version: String::new(),
+        resolvers: Vec::new(),
     }
 }
 

@@ -70,7 +70,9 @@ impl NatPolicy {
         }
         let accepts: Vec<&String> = backend
             .iter()
-            .filter(|r| r.starts_with(&out) && r.ends_with("-j ACCEPT"))
+            .filter(|r| {
+                r.starts_with(&out) && (r.ends_with("-j ACCEPT") || r.ends_with("-j RETURN"))
+            })
             .collect();
         if !self.preset_deny.is_empty() || self.locked {
             for m in &self.allow {
@@ -110,6 +112,19 @@ impl NatPolicy {
             rules.push(format!("{out} -j DROP"));
         }
         rules.extend(backend.iter().cloned());
+        rules
+    }
+
+    /// The rules for Docker's DOCKER-USER chain, where Docker does the NAT
+    /// (a real kernel): replies of allowed flows and of connections made
+    /// to the containers pass first; an allowed packet returns to Docker's
+    /// own rules, a denied one is dropped.
+    pub fn docker_user_rules(&self, bridge: &str, family: Family) -> Vec<String> {
+        let out = format!("-i {bridge} ! -o {bridge}");
+        let mut rules = vec![format!(
+            "{out} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+        )];
+        rules.extend(self.forward_rules(bridge, family, &[format!("{out} -j RETURN")]));
         rules
     }
 }
@@ -154,6 +169,29 @@ mod tests {
         assert!(v6.contains(&"-i br ! -o br -d 2001:db8::/32 -j DROP".to_string()));
         assert!(v6.contains(&"-i br ! -o br -d fc00::/7 -j DROP".to_string()));
         assert!(!v6.iter().any(|r| r.contains("198.51")));
+    }
+
+    #[test]
+    fn on_docker_user_allows_return_to_docker_and_replies_pass_first() {
+        let p = NatPolicy {
+            deny: vec![Match::Cidr("203.0.113.10/32".parse().unwrap())],
+            allow: vec![Match::Ports { lo: 443, hi: 443 }],
+            locked: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            p.docker_user_rules("br-1", Family::V4),
+            vec![
+                "-i br-1 ! -o br-1 -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+                "-i br-1 ! -o br-1 -d 203.0.113.10/32 -j DROP",
+                "-i br-1 ! -o br-1 -p tcp -m tcp --dport 443 -j RETURN",
+                "-i br-1 ! -o br-1 -p udp -m udp --dport 443 -j RETURN",
+                "-i br-1 ! -o br-1 -j DROP",
+                "-i br-1 ! -o br-1 -j RETURN",
+            ]
+        );
+        let open = NatPolicy::default().docker_user_rules("br-1", Family::V6);
+        assert_eq!(open.len(), 2, "{open:?}");
     }
 
     #[test]

@@ -8,8 +8,12 @@
 //! nat    PREROUTING  -> CONDUCTOR-EGRESS-PRE  -> CNE-P-<bridge>   (proxy: REDIRECT)
 //! nat    POSTROUTING -> CONDUCTOR-EGRESS-POST -> CNE-S-<bridge>   (nat: MASQUERADE / SNAT)
 //! filter FORWARD     -> CONDUCTOR-EGRESS-FWD  -> CNE-F-<bridge>   (accept / drop)
+//! filter DOCKER-USER -> CONDUCTOR-EGRESS-DU   -> CNE-U-<bridge>   (policy on Docker's NAT)
 //! ```
-//! The hook jumps go first in the built-in chains (before Docker's). A
+//! The hook jumps go first in the built-in chains (before Docker's). Where
+//! Docker does its own NAT (a real kernel) it inserts its forward rules
+//! above ours, but jumps to DOCKER-USER before any of them and never
+//! flushes it: the egress policy of Docker's networks hooks in there. A
 //! network's chain is declared in the restore input, which creates it or
 //! flushes it, so re-applying never duplicates a rule; duplicated jumps (a
 //! crash between two steps of an older version, a hand edit) are removed.
@@ -20,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const TOP_PRE: &str = "CONDUCTOR-EGRESS-PRE";
 pub const TOP_POST: &str = "CONDUCTOR-EGRESS-POST";
 pub const TOP_FWD: &str = "CONDUCTOR-EGRESS-FWD";
+pub const TOP_DOCKER_USER: &str = "CONDUCTOR-EGRESS-DU";
 /// Per-network chains start with this.
 pub const NETWORK_PREFIX: &str = "CNE-";
 
@@ -29,23 +34,33 @@ pub enum Hook {
     Prerouting,
     Postrouting,
     Forward,
+    /// Docker's DOCKER-USER chain (it exists while a dockerd manages
+    /// iptables).
+    DockerUser,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 3] = [Hook::Prerouting, Hook::Postrouting, Hook::Forward];
+    pub const ALL: [Hook; 4] = [
+        Hook::Prerouting,
+        Hook::Postrouting,
+        Hook::Forward,
+        Hook::DockerUser,
+    ];
 
     pub fn table(self) -> &'static str {
         match self {
             Hook::Prerouting | Hook::Postrouting => "nat",
-            Hook::Forward => "filter",
+            Hook::Forward | Hook::DockerUser => "filter",
         }
     }
 
+    /// The chain that jumps to ours (built in, or Docker's).
     pub fn builtin(self) -> &'static str {
         match self {
             Hook::Prerouting => "PREROUTING",
             Hook::Postrouting => "POSTROUTING",
             Hook::Forward => "FORWARD",
+            Hook::DockerUser => "DOCKER-USER",
         }
     }
 
@@ -54,6 +69,7 @@ impl Hook {
             Hook::Prerouting => TOP_PRE,
             Hook::Postrouting => TOP_POST,
             Hook::Forward => TOP_FWD,
+            Hook::DockerUser => TOP_DOCKER_USER,
         }
     }
 
@@ -63,6 +79,7 @@ impl Hook {
             Hook::Prerouting => 'P',
             Hook::Postrouting => 'S',
             Hook::Forward => 'F',
+            Hook::DockerUser => 'U',
         };
         format!("{NETWORK_PREFIX}{tag}-{bridge}")
     }
@@ -75,7 +92,8 @@ pub fn drop_forwarded(bridge: &str) -> String {
 
 /// Is this one of our chains?
 pub fn is_ours(chain: &str) -> bool {
-    chain.starts_with(NETWORK_PREFIX) || [TOP_PRE, TOP_POST, TOP_FWD].contains(&chain)
+    chain.starts_with(NETWORK_PREFIX)
+        || [TOP_PRE, TOP_POST, TOP_FWD, TOP_DOCKER_USER].contains(&chain)
 }
 
 /// One network's rules in one family, by hook; each rule is the part after
@@ -85,6 +103,7 @@ pub struct NetworkRules {
     pub prerouting: Vec<String>,
     pub postrouting: Vec<String>,
     pub forward: Vec<String>,
+    pub docker_user: Vec<String>,
 }
 
 impl NetworkRules {
@@ -93,6 +112,7 @@ impl NetworkRules {
             Hook::Prerouting => &self.prerouting,
             Hook::Postrouting => &self.postrouting,
             Hook::Forward => &self.forward,
+            Hook::DockerUser => &self.docker_user,
         }
     }
 
@@ -443,6 +463,40 @@ COMMIT
 -A CONDUCTOR-EGRESS-POST -j CNE-S-br1
 COMMIT
 "
+        );
+    }
+
+    #[test]
+    fn docker_networks_hook_into_docker_user() {
+        let rules = NetworkRules {
+            prerouting: vec![
+                "-i br-1 -p udp --dport 53 -j DNAT --to-destination 172.18.0.1:53".into(),
+            ],
+            docker_user: vec!["-i br-1 ! -o br-1 -d 203.0.113.10/32 -j DROP".into()],
+            ..Default::default()
+        };
+        let script = plan_network(&Saved::default(), "br-1", &rules).render();
+        assert!(
+            script.contains(
+                ":CONDUCTOR-EGRESS-DU - [0:0]\n:CNE-U-br-1 - [0:0]\n-I DOCKER-USER 1 -j CONDUCTOR-EGRESS-DU\n"
+            ),
+            "{script}"
+        );
+        assert!(
+            script.contains("-A CONDUCTOR-EGRESS-DU -j CNE-U-br-1\n"),
+            "{script}"
+        );
+        assert!(!script.contains("FORWARD"), "{script}");
+        let saved = Saved::parse(
+            "*filter\n:DOCKER-USER - [0:0]\n:CONDUCTOR-EGRESS-DU - [0:0]\n:CNE-U-br-1 - [0:0]\n\
+             -A DOCKER-USER -j CONDUCTOR-EGRESS-DU\n-A DOCKER-USER -j RETURN\n\
+             -A CONDUCTOR-EGRESS-DU -j CNE-U-br-1\nCOMMIT\n",
+        );
+        let removed = plan_remove_network(&saved, "br-1").render();
+        assert_eq!(
+            removed,
+            "*filter\n-D DOCKER-USER -j CONDUCTOR-EGRESS-DU\n-F CONDUCTOR-EGRESS-DU\n\
+             -F CNE-U-br-1\n-X CNE-U-br-1\n-X CONDUCTOR-EGRESS-DU\nCOMMIT\n"
         );
     }
 

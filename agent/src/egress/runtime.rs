@@ -40,6 +40,11 @@ pub struct Egress {
     /// The networks enabled, by name: a policy change rebuilds their rules
     /// (the `nat` backend enforces CIDR and port rules in the kernel).
     enabled: Mutex<HashMap<String, NetworkEgress>>,
+    /// The backend's firewall, also used for `guarded` networks.
+    firewall: Arc<Firewall<ProcessRunner>>,
+    /// Docker's networks whose NAT Docker does (a real kernel): netd
+    /// enforces only their policy.
+    guarded: Mutex<HashMap<String, NetworkEgress>>,
 }
 
 /// Capabilities from the doctor report, plus what only the daemon's
@@ -84,7 +89,7 @@ impl Egress {
             v4: settings.proxy_port,
             v6: ipv6.then_some(settings.proxy_port6),
         };
-        let backend = choose::build(&choice, firewall, Arc::new(NamespaceStack), ports)?;
+        let backend = choose::build(&choice, firewall.clone(), Arc::new(NamespaceStack), ports)?;
         backend.remove_all().await?;
         if let AnyBackend::Nat(nat) = &backend {
             nat.set_policy_source(policies.clone());
@@ -116,6 +121,8 @@ impl Egress {
             engine,
             policies,
             enabled: Mutex::default(),
+            firewall,
+            guarded: Mutex::default(),
         })
     }
 
@@ -148,9 +155,6 @@ impl Egress {
     /// `nat` backend has policy rules in the kernel; the proxy and DNS
     /// read the policy on every new connection or query).
     async fn follow_policies(self: Arc<Self>, stop: CancellationToken) {
-        if self.choice.kind != BackendKind::Nat {
-            return;
-        }
         let mut changes = self.policies.subscribe();
         loop {
             let names: Vec<String> = tokio::select! {
@@ -158,13 +162,29 @@ impl Egress {
                 r = changes.recv() => match r {
                     Ok(name) => vec![name],
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        lock(&self.enabled).keys().cloned().collect()
+                        let mut all: Vec<String> = lock(&self.enabled).keys().cloned().collect();
+                        all.extend(lock(&self.guarded).keys().cloned());
+                        all
                     }
                     Err(_) => return,
                 },
             };
             for name in names {
-                let net = lock(&self.enabled).get(&name).cloned();
+                let guarded = lock(&self.guarded).get(&name).cloned();
+                if let Some(net) = guarded {
+                    match self.apply_guard(&net).await {
+                        Ok(()) => {
+                            tracing::info!(network = %name, "egress policy applied in DOCKER-USER")
+                        }
+                        Err(e) => {
+                            tracing::warn!(network = %name, error = %e, "egress policy: the DOCKER-USER rules")
+                        }
+                    }
+                }
+                let net = lock(&self.enabled)
+                    .get(&name)
+                    .cloned()
+                    .filter(|_| self.choice.kind == BackendKind::Nat);
                 if let Some(net) = net {
                     match self.backend.enable(&net).await {
                         Ok(()) => {
@@ -192,6 +212,60 @@ impl Egress {
         lock(&self.enabled).remove(&network.name);
         self.policies.unregister_network(&network.name);
         self.backend.disable(network).await
+    }
+
+    /// Enforce the policy of a Docker network whose NAT Docker does itself
+    /// (a real kernel, Docker's iptables on): while the network has a
+    /// policy, its CIDR and port rules sit in DOCKER-USER, and its DNS goes
+    /// to `network.dns` (the forwarder on the gateway, which answers
+    /// REFUSED for denied names) wherever it was sent. Without a policy
+    /// nothing of ours is in its path.
+    pub async fn guard(&self, network: &NetworkEgress) -> Result<(), EgressError> {
+        network.validate()?;
+        self.policies.register_network(
+            &network.name,
+            &crate::policy::subnets(network.subnet4, network.subnet6),
+        );
+        lock(&self.guarded).insert(network.name.clone(), network.clone());
+        self.apply_guard(network).await
+    }
+
+    pub async fn unguard(&self, network: &NetworkEgress) -> Result<(), EgressError> {
+        lock(&self.guarded).remove(&network.name);
+        self.policies.unregister_network(&network.name);
+        self.firewall.remove_network(&network.bridge).await
+    }
+
+    async fn apply_guard(&self, network: &NetworkEgress) -> Result<(), EgressError> {
+        use super::policy_rules::PolicySource;
+        use super::ruleset::NetworkRules;
+        use super::Family;
+        let bridge = &network.bridge;
+        let Some(policy) = self.policies.nat_policy(&network.name) else {
+            return self.firewall.remove_network(bridge).await;
+        };
+        let v4 = NetworkRules {
+            prerouting: network.dns_rules(),
+            docker_user: policy.docker_user_rules(bridge, Family::V4),
+            ..Default::default()
+        };
+        // Docker makes DOCKER-USER for IPv6 only with --ip6tables (20.10:
+        // off by default); without it Docker forwards no IPv6 either.
+        let docker_v6 = self.firewall.ipv6()
+            && self
+                .firewall
+                .saved(Family::V6)
+                .await?
+                .has_chain("filter", "DOCKER-USER");
+        let v6 = NetworkRules {
+            docker_user: if docker_v6 {
+                policy.docker_user_rules(bridge, Family::V6)
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        };
+        self.firewall.apply_network(bridge, &v4, &v6).await
     }
 
     pub fn policies(&self) -> &Arc<Policies> {
