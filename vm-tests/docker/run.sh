@@ -336,7 +336,8 @@ with_netd() { # with_netd DOCKERD RESULTS EGRESS [ENV...]
              [ "$new_mounts" = "$mounts_before" ] || echo "mounts differ: $new_mounts";
              comm -13 <(echo "$daemons_before") <(docker_daemons) | sed 's/^/process /';
              iptables-legacy-save 2>/dev/null | grep -E '^-A|^:(CNE|CONDUCTOR|DOCKER)' | grep -E 'CNE|CONDUCTOR|DOCKER';
-             iptables-save 2>/dev/null | grep -iE 'docker|CNE-|CONDUCTOR') | tr '\n' ' ')
+             iptables-save 2>/dev/null | grep -iE 'docker|CNE-|CONDUCTOR';
+             ip6tables-save 2>/dev/null | grep -E 'CNE-|CONDUCTOR') | tr '\n' ' ')
     echo "R nothing-left ${left:-ok}" >> "$results"
     log "before down: $before_down"
     stop_pid "$NETD_PID"; NETD_PID=""

@@ -250,21 +250,22 @@ impl Egress {
             ..Default::default()
         };
         // Docker makes DOCKER-USER for IPv6 only with --ip6tables (20.10:
-        // off by default); without it Docker forwards no IPv6 either.
-        let docker_v6 = self.firewall.ipv6()
-            && self
+        // off by default); then it has no IPv6 rules of its own and the
+        // same rules go first in FORWARD, so IPv6 cannot bypass them.
+        let mut v6 = NetworkRules::default();
+        if self.firewall.ipv6() {
+            let rules = policy.docker_user_rules(bridge, Family::V6);
+            let docker_v6 = self
                 .firewall
                 .saved(Family::V6)
                 .await?
                 .has_chain("filter", "DOCKER-USER");
-        let v6 = NetworkRules {
-            docker_user: if docker_v6 {
-                policy.docker_user_rules(bridge, Family::V6)
+            if docker_v6 {
+                v6.docker_user = rules;
             } else {
-                Vec::new()
-            },
-            ..Default::default()
-        };
+                v6.forward = rules;
+            }
+        }
         self.firewall.apply_network(bridge, &v4, &v6).await
     }
 
