@@ -246,6 +246,17 @@ rows_policy() {
     out=$(d run --rm --network $net bb sh -c "timeout 10 wget -q -O- http://203.0.113.10/" 2>&1)
     r policy-other-allowed "$out"
     pn add $net "deny 203.0.113.10/32" >/dev/null 2>&1
+    if [ "$ENVNAME" = kernel ]; then
+        # IPv6 cannot bypass a rule: an IPv6 denial is in ip6tables for the
+        # network's bridge (DOCKER-USER, or FORWARD where Docker keeps none).
+        local br="br-$(d network inspect -f '{{.Id}}' $net 2>/dev/null | cut -c1-12)"
+        pn add $net "deny 2001:db8:7::/48" >/dev/null 2>&1
+        if ip6tables-save -t filter 2>/dev/null | grep -q -- "-A CNE-[UF]-$br -i $br ! -o $br -d 2001:db8:7::/48 -j DROP"; then
+            r policy-ipv6-rule present
+        else
+            r policy-ipv6-rule "missing: $(ip6tables-save -t filter 2>/dev/null | grep -E 'CNE|CONDUCTOR' | tr '\n' ' ')"
+        fi
+    fi
     if out=$(d run --rm --network $net bb sh -c "timeout 10 wget -q -O- http://203.0.113.10/" 2>&1); then
         r policy-denied-address "reached: $out"
     else
@@ -408,6 +419,7 @@ check() {
     expect app db-row-42
     expect nothing-left ok
     expect_policy
+    [ "$ENVNAME" = kernel ] && expect policy-ipv6-rule present
     if [ "$ENVNAME" = gvisor ]; then
         expect after-kill-name hello-from-parent
         expect after-kill-egress hello-internet

@@ -265,6 +265,7 @@ async fn networking<K: Kernel>(
     {
         Ok(e) => {
             let e = Arc::new(e);
+            e.apply_policy_changes();
             let serving = e.clone();
             components.spawn("egress", move |stop| serving.serve(stop));
             Some(e)

@@ -151,9 +151,11 @@ impl Egress {
         Ok(())
     }
 
-    /// Rebuild a network's kernel rules when its policy changes (only the
-    /// `nat` backend has policy rules in the kernel; the proxy and DNS
-    /// read the policy on every new connection or query).
+    /// Rebuild a network's kernel rules when a policy change is announced
+    /// (a reload of the file; API changes are applied before they are
+    /// answered, through `apply_policy_changes`). Only `nat` and guarded
+    /// Docker networks have policy rules in the kernel; the proxy and DNS
+    /// read the policy on every new connection or query.
     async fn follow_policies(self: Arc<Self>, stop: CancellationToken) {
         let mut changes = self.policies.subscribe();
         loop {
@@ -170,33 +172,42 @@ impl Egress {
                 },
             };
             for name in names {
-                let guarded = lock(&self.guarded).get(&name).cloned();
-                if let Some(net) = guarded {
-                    match self.apply_guard(&net).await {
-                        Ok(()) => {
-                            tracing::info!(network = %name, "egress policy applied in DOCKER-USER")
-                        }
-                        Err(e) => {
-                            tracing::warn!(network = %name, error = %e, "egress policy: the DOCKER-USER rules")
-                        }
-                    }
-                }
-                let net = lock(&self.enabled)
-                    .get(&name)
-                    .cloned()
-                    .filter(|_| self.choice.kind == BackendKind::Nat);
-                if let Some(net) = net {
-                    match self.backend.enable(&net).await {
-                        Ok(()) => {
-                            tracing::info!(network = %name, "egress policy applied to the nat rules")
-                        }
-                        Err(e) => {
-                            tracing::warn!(network = %name, error = %e, "egress policy: rebuilding the nat rules")
-                        }
-                    }
+                self.apply_policy(&name).await;
+            }
+        }
+    }
+
+    /// Rebuild the kernel rules that carry a network's policy: the `nat`
+    /// backend's, or DOCKER-USER's for a guarded Docker network.
+    async fn apply_policy(&self, name: &str) {
+        let guarded = lock(&self.guarded).get(name).cloned();
+        if let Some(net) = guarded {
+            match self.apply_guard(&net).await {
+                Ok(()) => tracing::info!(network = %name, "egress policy applied in DOCKER-USER"),
+                Err(e) => {
+                    tracing::warn!(network = %name, error = %e, "egress policy: the DOCKER-USER rules")
                 }
             }
         }
+        let net = lock(&self.enabled)
+            .get(name)
+            .cloned()
+            .filter(|_| self.choice.kind == BackendKind::Nat);
+        if let Some(net) = net {
+            match self.backend.enable(&net).await {
+                Ok(()) => tracing::info!(network = %name, "egress policy applied to the nat rules"),
+                Err(e) => {
+                    tracing::warn!(network = %name, error = %e, "egress policy: rebuilding the nat rules")
+                }
+            }
+        }
+    }
+
+    /// Have the policy store apply every change through this before it
+    /// answers (so the kernel's rules hold from the answer on).
+    pub fn apply_policy_changes(self: &Arc<Self>) {
+        self.policies
+            .set_applier(Arc::new(Applier(Arc::downgrade(self))));
     }
 
     pub async fn enable(&self, network: &NetworkEgress) -> Result<(), EgressError> {
@@ -291,6 +302,23 @@ impl Egress {
 
     pub fn proxy_stats(&self) -> Option<conductor_egress::Stats> {
         self.engine.as_ref().map(|(e, _)| e.stats())
+    }
+}
+
+/// The egress side of policy changes, held by the policy store (weakly:
+/// the store outlives nothing it points to).
+struct Applier(std::sync::Weak<Egress>);
+
+impl crate::policy::PolicyApplier for Applier {
+    fn apply<'a>(
+        &'a self,
+        network: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if let Some(egress) = self.0.upgrade() {
+                egress.apply_policy(network).await;
+            }
+        })
     }
 }
 

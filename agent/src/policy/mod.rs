@@ -29,7 +29,7 @@ use ipnet::IpNet;
 
 pub use compiled::{Compiled, PolicySpec, Preset};
 pub use deciders::{DnsPolicy, EgressPolicy};
-pub use store::{Policies, PolicyView};
+pub use store::{Policies, PolicyApplier, PolicyView};
 
 use crate::egress::policy_rules::{Match, NatPolicy, PolicySource};
 use rule::{Action, Target};

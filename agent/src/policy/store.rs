@@ -49,6 +49,19 @@ pub struct Policies {
     /// Serialises changes (read-modify-write of the file).
     writer: tokio::sync::Mutex<()>,
     changed: broadcast::Sender<String>,
+    /// Puts a changed policy into the kernel's rules before the change is
+    /// answered (set by the egress backend).
+    applier: std::sync::OnceLock<Arc<dyn PolicyApplier>>,
+}
+
+/// Applies a network's policy where it is enforced outside this store (the
+/// kernel's rules). A change is answered after `apply` ran, so it holds for
+/// every connection made after the answer.
+pub trait PolicyApplier: Send + Sync {
+    fn apply<'a>(
+        &'a self,
+        network: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -104,7 +117,14 @@ impl Policies {
             stats: RwLock::default(),
             writer: tokio::sync::Mutex::new(()),
             changed: broadcast::channel(64).0,
+            applier: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Set (once) what applies a change before it is answered; without it
+    /// changes are only announced to `subscribe`rs.
+    pub fn set_applier(&self, applier: Arc<dyn PolicyApplier>) {
+        let _ = self.applier.set(applier);
     }
 
     /// Load `<dir>/policies.json` (absent: every network open). A file
@@ -303,7 +323,12 @@ impl Policies {
         }
         self.install(next);
         tracing::info!(network, "egress policy changed");
-        let _ = self.changed.send(network.to_string());
+        match self.applier.get() {
+            Some(applier) => applier.apply(network).await,
+            None => {
+                let _ = self.changed.send(network.to_string());
+            }
+        }
         Ok(())
     }
 
