@@ -251,7 +251,9 @@ rows_policy() {
         # network's bridge (DOCKER-USER, or FORWARD where Docker keeps none).
         local br="br-$(d network inspect -f '{{.Id}}' $net 2>/dev/null | cut -c1-12)"
         pn add $net "deny 2001:db8:7::/48" >/dev/null 2>&1
-        if ip6tables-save -t filter 2>/dev/null | grep -q -- "-A CNE-[UF]-$br -i $br ! -o $br -d 2001:db8:7::/48 -j DROP"; then
+        # (iptables-save prints the match options in its own order: -d first)
+        if ip6tables-save -t filter 2>/dev/null | grep -- "^-A CNE-[UF]-$br " \
+            | grep -- " -i $br ! -o $br " | grep -q -- "-d 2001:db8:7::/48 .*-j DROP\$"; then
             r policy-ipv6-rule present
         else
             r policy-ipv6-rule "missing: $(ip6tables-save -t filter 2>/dev/null | grep -E 'CNE|CONDUCTOR' | tr '\n' ' ')"
